@@ -1,0 +1,1 @@
+"""Ready-made encrypted workloads: programs with their data and a correctness check."""
