@@ -12,7 +12,7 @@ class HSwarmError(Exception):
     """hswarm failed."""
 
     def __init__(self, message: str | None = None) -> None:
-        super().__init__(message or (self.__doc__ or "").strip())
+        super().__init__(message or " ".join((self.__doc__ or "").split()))
 
 
 class ParamsError(HSwarmError):
@@ -20,8 +20,8 @@ class ParamsError(HSwarmError):
 
 
 class InsecureParamsError(ParamsError):
-    """cannot use insecure parameters: pass allow_insecure=True or set HSWARM_ALLOW_INSECURE=1
-    (tests and demos only)."""
+    """cannot use insecure parameters: pass allow_insecure=True (CLI: --allow-insecure) or set
+    HSWARM_ALLOW_INSECURE=1 (tests and demos only)."""
 
 
 class ContextError(HSwarmError):

@@ -97,6 +97,9 @@ def _literal_params(params: Params) -> Any:
         p.SetPlaintextModulus(params.plaintext_modulus)
         # Same level accounting as CKKS: used = level + noise scale degree - 1.
         p.SetScalingTechnique(openfhe.FLEXIBLEAUTO)
+    # Proxy re-encryption (key rotation without decryption) needs a PRE mode for CKKS and
+    # BGV; INDCPA is the mode that keeps ordinary evaluation unchanged.
+    p.SetPREMode(openfhe.INDCPA)
     p.SetMultiplicativeDepth(total_depth(params))
     p.SetSecurityLevel(_SECURITY[params.security])
     if params.ring_dim is not None:

@@ -78,17 +78,17 @@ class Evaluator:
         self._modulus = str(self.cc.GetModulus())
         self._rotations = set(pc.rotation_indices)
         Evaluator._loaded = self.digest
-        # Every ciphertext of this key set starts with the same bytes: the serialized
-        # context parameters, then the key tag. Checking them before OpenFHE parses
-        # anything rejects foreign and header-damaged bytes (a bit flipped in the header
-        # can crash native code; measured on openfhe 1.6.1).
+        # Every ciphertext of this context starts with the same bytes: the serialized
+        # crypto parameters (the scheme's state, e.g. bootstrapping precomputations, and
+        # the key tag follow; they vary with the producing process and are checked after
+        # parsing). Comparing them before OpenFHE parses anything rejects foreign and
+        # header-damaged bytes: a bit flipped there can crash native code (measured on
+        # openfhe 1.6.1).
         reference = self._zeros()
-        tag = pc.key_tag.encode()
-        end = reference.find(tag)
-        if end < 0:
-            raise errors.ContextError("cannot load the public context: no key tag in ciphertexts")
-        self._prefix = reference[: end + len(tag)]
-        self._params_prefix = reference[:end]
+        cut = reference.find(b"lbcrypto::Scheme")
+        if cut <= 0:
+            raise errors.ContextError("cannot load the public context: unexpected ciphertext layout")
+        self._prefix = reference[:cut]
 
     def _ensure_loaded(self) -> None:
         if Evaluator._loaded != self.digest:
@@ -102,10 +102,6 @@ class Evaluator:
         if not isinstance(data, (bytes, bytearray)) or len(data) <= len(self._prefix):
             raise errors.DeserializationError("cannot deserialize the ciphertext: empty or truncated")
         if not data.startswith(self._prefix):
-            if data.startswith(self._params_prefix):
-                raise errors.ForeignContextError(
-                    "cannot use the ciphertext: it was encrypted under another key set"
-                )
             raise errors.ForeignContextError(
                 "cannot use the ciphertext: its header does not match this crypto context "
                 "(another context, another scheme, or damaged bytes)"

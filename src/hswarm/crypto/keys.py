@@ -118,7 +118,7 @@ class KeySet:
             {
                 "params": self.params.to_literal(),
                 "rotation_indices": list(self.rotation_indices),
-                "sizes": {name: len(data) for name, data in self._all_sections()},
+                "sections": [[name, len(data)] for name, data in self._all_sections()],
             },
             sort_keys=True,
         ).encode()
@@ -146,11 +146,13 @@ class KeySet:
             head = json.loads(data[12 : 12 + size])
             offset = 12 + size
             parts: dict[str, bytes] = {}
-            for name, length in head["sizes"].items():
+            for name, length in head["sections"]:
                 parts[name] = data[offset : offset + length]
                 offset += length
             secret = parts.pop("secret_key")
-        except (ValueError, KeyError) as exc:
+            if offset != len(data):
+                raise ValueError("size mismatch")
+        except (ValueError, KeyError, TypeError) as exc:
             raise errors.KeyMaterialError(f"cannot load keys from {path}: malformed file") from exc
         params = Params.from_literal(head["params"], allow_insecure=allow_insecure)
         return cls(params, parts, secret, head["rotation_indices"])

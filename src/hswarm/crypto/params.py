@@ -14,6 +14,7 @@ user's computation. For CKKS with bootstrapping, the context is built with
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -75,6 +76,18 @@ class Params:
         ring = self.ring_dim or "auto"
         mark = " [INSECURE: test/demo only]" if self.insecure else ""
         return f"{name} ({self.scheme.upper()}, N={ring}, depth={self.depth}, slots={self.slots}){mark}"
+
+    def tolerance(self, ring_dim: int, magnitude: float = 1.0, bootstrapped: bool = False) -> float:
+        """Absolute error to accept when comparing a CKKS result of this ``magnitude``
+        with the exact value: encoding error grows with N / 2^scaling_mod_size and a few
+        operations; one bootstrap (single iteration) is good to about 2^-20 (OpenFHE).
+        Zero for the exact schemes."""
+        if self.exact:
+            return 0.0
+        bound = 2.0 ** (math.log2(ring_dim) + 12 - self.scaling_mod_size)
+        if bootstrapped:
+            bound = max(bound, 2.0**-20)
+        return bound * max(1.0, magnitude)
 
     def to_literal(self) -> dict[str, Any]:
         lit: dict[str, Any] = {

@@ -134,7 +134,9 @@ def _vector(value: Any, what: str) -> list[float] | list[int]:
 class Expr:
     """A handle on one node of a :class:`Program`."""
 
-    __array_priority__ = 1000  # make numpy defer to our reflected operators
+    # Make numpy return NotImplemented from ``array * expr`` so our reflected operators
+    # run (instead of numpy broadcasting the expression as an object).
+    __array_ufunc__ = None
 
     def __init__(self, program: Program, node: Node) -> None:
         self.program = program
