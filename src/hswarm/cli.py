@@ -75,12 +75,16 @@ def _example(args: argparse.Namespace) -> int:
     }
     print(f"hswarm example: encrypted logistic-regression inference on {check['rows']} patients")
     print(f"  parameters   {params.label}, ring dimension {report['ring_dim']}")
-    print(f"  program      {len(workload.inputs)} encrypted feature columns -> {len(circuit.tasks)} task(s), "
-          f"depth {circuit.depth}, {circuit.bootstraps} bootstrap(s)")
+    print(
+        f"  program      {len(workload.inputs)} encrypted feature columns -> {len(circuit.tasks)} task(s), "
+        f"depth {circuit.depth}, {circuit.bootstraps} bootstrap(s)"
+    )
     print(f"  keys         {report['public_context_bytes'] / 1e6:.1f} MB public context")
     print("  time         " + ", ".join(f"{k} {v:.2f}s" for k, v in timings.items()))
-    print(f"  agreement    {check['agreement']:.2%} of predictions match the plaintext model "
-          f"(max probability error {check['max_probability_error']:.1e})")
+    print(
+        f"  agreement    {check['agreement']:.2%} of predictions match the plaintext model "
+        f"(max probability error {check['max_probability_error']:.1e})"
+    )
     print(f"  result       {'CORRECT' if check['correct'] else 'WRONG'} in {seconds:.1f}s")
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
@@ -106,8 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("--preset", default="ckks", help="parameter preset (default: ckks, 128-bit)")
     example.add_argument("--rows", type=int, default=None, help="first N patients only")
     example.add_argument("--report", help="write a JSON report to this path")
-    example.add_argument("--allow-insecure", action="store_true", default=None,
-                         help="allow insecure-* presets (tests and demos only)")
+    example.add_argument(
+        "--allow-insecure",
+        action="store_true",
+        default=None,
+        help="allow insecure-* presets (tests and demos only)",
+    )
     example.set_defaults(run=_example)
 
     presets = commands.add_parser("presets", help="list parameter presets")

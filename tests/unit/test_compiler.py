@@ -219,11 +219,11 @@ def test_bootstrap_insertion_keeps_every_step_within_depth(recipe, depth: int, l
     for op, k in recipe:
         y = {
             "square": lambda v: v * v,
-            "mul_scalar": lambda v: v * (k or 1),
-            "add_scalar": lambda v: v + k,
+            "mul_scalar": lambda v, k=k: v * (k or 1),
+            "add_scalar": lambda v, k=k: v + k,
             "negate": lambda v: -v,
-            "rotate": lambda v: v.rotate(k),
-            "poly": lambda v: v.poly([k, 1, 1]),
+            "rotate": lambda v, k=k: v.rotate(k),
+            "poly": lambda v, k=k: v.poly([k, 1, 1]),
             "mul_other": lambda v: v * other,
             "add_other": lambda v: v + other,
         }[op](y)

@@ -40,7 +40,12 @@ def reencryption_key(old: KeySet, new_public_key: bytes) -> bytes:
 def reencrypt(evaluator: Evaluator, ciphertext: bytes, rekey: bytes) -> bytes:
     """Re-encrypt one ciphertext of the evaluator's context under the new key."""
     ct = evaluator.load(ciphertext)
-    key = native("read the re-encryption key", errors.ReEncryptionError,
-                 openfhe.DeserializeEvalKeyString, rekey, BINARY)
+    key = native(
+        "read the re-encryption key",
+        errors.ReEncryptionError,
+        openfhe.DeserializeEvalKeyString,
+        rekey,
+        BINARY,
+    )
     result = native("re-encrypt", errors.ReEncryptionError, evaluator.cc.ReEncrypt, ct.native, key)
     return evaluator.dump(Ciphertext(result, evaluator.digest))
