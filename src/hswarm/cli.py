@@ -42,7 +42,7 @@ def _example(args: argparse.Namespace) -> int:
     inputs = runtime.encrypt_inputs(keys, circuit, workload.inputs)
     timings["encrypt"] = clock() - t
     t = clock()
-    evaluator = Evaluator(keys.public_context())
+    evaluator = Evaluator(keys.public_context(), sandbox=False)  # bytes made in this process
     results = runtime.run_circuit(evaluator, circuit, inputs)
     timings["evaluate"] = clock() - t
     t = clock()

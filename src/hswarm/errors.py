@@ -68,6 +68,10 @@ class SchemaVersionError(ProgramError):
     """cannot read the document: its schema version is not supported by this hswarm."""
 
 
+class EncodingError(HSwarmError):
+    """cannot encode the values: they do not fit the scheme (type, range or length)."""
+
+
 class DecryptionError(HSwarmError):
     """cannot decrypt the ciphertext."""
 

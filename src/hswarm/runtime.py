@@ -97,7 +97,8 @@ def decrypt_outputs(keys: KeySet, circuit: Circuit, results: Mapping[int, bytes]
 def evaluate_locally(
     keys: KeySet, circuit: Circuit, values: Mapping[str, Any], evaluator: Evaluator | None = None
 ) -> dict[str, np.ndarray]:
-    """Encrypt, run every task in this process and decrypt: the local reference."""
+    """Encrypt, run every task in this process and decrypt: the local reference. The
+    default evaluator skips the parsing sandbox: every byte it reads was made here."""
     inputs = encrypt_inputs(keys, circuit, values)
-    evaluator = evaluator or Evaluator(keys.public_context())
+    evaluator = evaluator or Evaluator(keys.public_context(), sandbox=False)
     return decrypt_outputs(keys, circuit, run_circuit(evaluator, circuit, inputs))

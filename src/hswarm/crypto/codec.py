@@ -29,7 +29,7 @@ def split(values: Any, params: Params) -> list[np.ndarray]:
     """Zero-padded chunks of ``slots`` values each, checked for the scheme."""
     array = np.asarray(values)
     if array.ndim != 1 or array.size == 0:
-        raise errors.HSwarmError("cannot encode: expected a non-empty 1-D vector")
+        raise errors.EncodingError("cannot encode: expected a non-empty 1-D vector")
     array = _checked(array, params)
     chunks = []
     for start in range(0, array.size, params.slots):
@@ -42,19 +42,19 @@ def split(values: Any, params: Params) -> list[np.ndarray]:
 
 def _checked(array: np.ndarray, params: Params) -> np.ndarray:
     if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
-        raise errors.HSwarmError("cannot encode: expected real numbers")
+        raise errors.EncodingError("cannot encode: expected real numbers")
     if params.scheme == "ckks":
         array = array.astype(np.float64)
         if not np.all(np.isfinite(array)):
-            raise errors.HSwarmError("cannot encode: the vector contains NaN or infinity")
+            raise errors.EncodingError("cannot encode: the vector contains NaN or infinity")
         return array
     if not np.issubdtype(array.dtype, np.integer):
         if not np.all(np.isfinite(array)) or not np.all(array == np.round(array)):
-            raise errors.HSwarmError(f"cannot encode for {params.scheme.upper()}: values must be integers")
+            raise errors.EncodingError(f"cannot encode for {params.scheme.upper()}: values must be integers")
         array = array.astype(np.int64)
     bound = (params.plaintext_modulus - 1) // 2
     if array.size and int(np.max(np.abs(array))) > bound:
-        raise errors.HSwarmError(
+        raise errors.EncodingError(
             f"cannot encode for {params.scheme.upper()}: values must lie in [-{bound}, {bound}] "
             f"(plaintext modulus {params.plaintext_modulus})"
         )
@@ -64,14 +64,18 @@ def _checked(array: np.ndarray, params: Params) -> np.ndarray:
 def plaintext(cc: Any, params: Params, chunk: Any, level: int = 0) -> Any:
     """An OpenFHE plaintext of one chunk (``slots`` values), at ``level`` for CKKS."""
     values = _checked(np.asarray(chunk), params)
-    if values.size != params.slots:
+    if values.ndim != 1 or values.size > params.slots:
+        raise errors.EncodingError(
+            f"cannot encode a plaintext: {values.size} values do not fit {params.slots} slots"
+        )
+    if values.size < params.slots:
         padded = np.zeros(params.slots, dtype=values.dtype)
-        padded[: min(values.size, params.slots)] = values[: params.slots]
+        padded[: values.size] = values
         values = padded
     if params.scheme == "ckks":
         return native(
             "encode a CKKS plaintext",
-            errors.HSwarmError,
+            errors.EncodingError,
             cc.MakeCKKSPackedPlaintext,
             values.tolist(),
             1,
@@ -83,7 +87,7 @@ def plaintext(cc: Any, params: Params, chunk: Any, level: int = 0) -> Any:
     tiled = np.tile(values, ring // params.slots)
     return native(
         f"encode a {params.scheme.upper()} plaintext",
-        errors.HSwarmError,
+        errors.EncodingError,
         cc.MakePackedPlaintext,
         tiled.tolist(),
     )
@@ -92,7 +96,7 @@ def plaintext(cc: Any, params: Params, chunk: Any, level: int = 0) -> Any:
 def scalar_plaintext(cc: Any, params: Params, value: int) -> Any:
     """An integer repeated in every slot (BFV/BGV have no native ciphertext x scalar)."""
     if isinstance(value, bool) or not float(value).is_integer():
-        raise errors.HSwarmError(
+        raise errors.EncodingError(
             f"cannot encode for {params.scheme.upper()}: scalar {value!r} is not an integer"
         )
     return plaintext(cc, params, np.full(params.slots, int(value), dtype=np.int64))

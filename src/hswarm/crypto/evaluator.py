@@ -19,13 +19,17 @@ import numpy as np
 import openfhe
 
 from hswarm import errors
-from hswarm.crypto import codec, context, opcodes
+from hswarm.crypto import codec, context, opcodes, sandbox
 from hswarm.crypto.context import native, wrapped
 from hswarm.crypto.keys import clear_registry
 from hswarm.crypto.params import Params
 from hswarm.crypto.public import PublicContext
 
 BINARY = openfhe.BINARY
+
+
+def _parse_ciphertext(data: bytes) -> Any:
+    return openfhe.DeserializeCiphertextString(data, BINARY)
 
 
 class Ciphertext:
@@ -48,10 +52,13 @@ class Evaluator:
 
     _loaded: ClassVar[str | None] = None  # digest of the context in OpenFHE's registry
 
-    def __init__(self, public: PublicContext, *, allow_insecure: bool = True) -> None:
+    def __init__(self, public: PublicContext, *, allow_insecure: bool = True, sandbox: bool = True) -> None:
         # The client chose the parameters; an evaluator runs insecure ones (tests, demos)
-        # but reports them: see ``params.insecure``.
+        # but reports them: see ``params.insecure``. ``sandbox`` trial-parses untrusted
+        # ciphertext bytes in a forked child first (see ``sandbox``); turn it off only
+        # for bytes this process produced itself.
         self.public = public
+        self.sandbox = sandbox
         self.digest = public.digest
         self.params: Params = Params.from_literal(public.params, allow_insecure=allow_insecure)
         self.cc: Any = None
@@ -105,6 +112,13 @@ class Evaluator:
             raise errors.ForeignContextError(
                 "cannot use the ciphertext: its header does not match this crypto context "
                 "(another context, another scheme, or damaged bytes)"
+            )
+        if self.sandbox:
+            sandbox.probe(
+                _parse_ciphertext,
+                bytes(data),
+                extra_memory=(256 << 20) + 8 * len(data),
+                timeout_s=10.0 + len(data) / 1e6,
             )
         ct = native(
             "deserialize the ciphertext",
@@ -161,7 +175,7 @@ class Evaluator:
     # -- one operation ------------------------------------------------------------------
 
     def apply(self, op: str, operands: Sequence[Ciphertext], attrs: Mapping[str, Any]) -> Ciphertext:
-        opcodes.check(op, self.params.scheme, len(operands), attrs)
+        opcodes.check(op, self.params.scheme, len(operands), attrs, self.params.slots)
         self._ensure_loaded()
         for ct in operands:
             if not isinstance(ct, Ciphertext) or ct.owner != self.digest:

@@ -73,9 +73,12 @@ def spec(op: str) -> OpSpec:
         ) from None
 
 
-def check(op: str, scheme: str, operands: int, attrs: Mapping[str, Any]) -> OpSpec:
-    """Raise UnsupportedOperationError unless the op exists for ``scheme`` with this shape."""
+def check(op: str, scheme: str, operands: int, attrs: Mapping[str, Any], slots: int | None = None) -> OpSpec:
+    """Raise UnsupportedOperationError unless the op exists for ``scheme`` with this shape
+    and its attribute values are well formed (and fit ``slots``, when given)."""
     s = spec(op)
+    if not isinstance(attrs, Mapping):
+        raise errors.UnsupportedOperationError(f"cannot evaluate {op}: attributes must be a mapping")
     if scheme not in s.schemes:
         raise errors.UnsupportedOperationError(
             f"cannot evaluate {op}: not supported by {scheme.upper()} "
@@ -91,7 +94,63 @@ def check(op: str, scheme: str, operands: int, attrs: Mapping[str, Any]) -> OpSp
         raise errors.UnsupportedOperationError(
             f"cannot evaluate {op}: attributes must be {sorted(s.attrs)}, got {sorted(attrs)}"
         )
+    for name in s.attrs:
+        problem = _ATTR_CHECKS[name](attrs[name], scheme != "ckks", slots)
+        if problem:
+            raise errors.UnsupportedOperationError(f"cannot evaluate {op}: attribute {name} {problem}")
+    if op == "chebyshev" and not float(attrs["lo"]) < float(attrs["hi"]):
+        raise errors.UnsupportedOperationError("cannot evaluate chebyshev: attribute lo must be below hi")
     return s
+
+
+def _number_problem(value: Any, exact: bool) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must hold numbers, got {type(value).__name__}"
+    if not math.isfinite(value):
+        return "must hold finite numbers"
+    if exact and not float(value).is_integer():
+        return "must hold integers for BFV/BGV"
+    return None
+
+
+def _numbers_problem(values: Any, exact: bool, limit: int | None, what: str = "values") -> str | None:
+    if not isinstance(values, (list, tuple)) or not values:
+        return f"must be a non-empty list of {what}"
+    if limit is not None and len(values) > limit:
+        return f"has {len(values)} entries, more than {limit}"
+    for value in values:
+        problem = _number_problem(value, exact)
+        if problem:
+            return problem
+    return None
+
+
+def _check_matrix(matrix: Any, exact: bool, slots: int | None) -> str | None:
+    if not isinstance(matrix, (list, tuple)) or not matrix:
+        return "must be a non-empty list of rows"
+    if slots is not None and len(matrix) > slots:
+        return f"has {len(matrix)} rows, more than {slots} slots"
+    width = len(matrix[0]) if isinstance(matrix[0], (list, tuple)) else -1
+    for row in matrix:
+        if not isinstance(row, (list, tuple)) or len(row) != width:
+            return "must be a rectangular list of rows"
+        problem = _numbers_problem(row, exact, slots, "numbers")
+        if problem:
+            return problem
+    return None
+
+
+_ATTR_CHECKS: dict[str, Any] = {
+    "values": lambda v, exact, slots: _numbers_problem(v, exact, slots),
+    "value": lambda v, exact, slots: _number_problem(v, exact),
+    "steps": lambda v, exact, slots: (
+        None if isinstance(v, int) and not isinstance(v, bool) else "must be an integer"
+    ),
+    "matrix": _check_matrix,
+    "coefficients": lambda v, exact, slots: _numbers_problem(v, exact, 2032, "coefficients"),
+    "lo": lambda v, exact, slots: _number_problem(v, False),
+    "hi": lambda v, exact, slots: _number_problem(v, False),
+}
 
 
 def poly_degree(coefficients: list[Any]) -> int:

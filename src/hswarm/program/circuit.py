@@ -135,7 +135,13 @@ class Circuit:
                     f"cannot read the circuit: step {index} is out of order or refers forward"
                 )
             if step.op != "input":
-                opcodes.check(step.op, str(self.params.get("scheme")), len(step.args), step.attrs)
+                opcodes.check(
+                    step.op,
+                    str(self.params.get("scheme")),
+                    len(step.args),
+                    step.attrs,
+                    int(self.params.get("slots", 0)) or None,
+                )
         for task in self.tasks:
             inside = set(task.steps)
             for sid in task.steps:

@@ -64,7 +64,7 @@ class _Builder:
         assert node is not None
         p = self.params
         try:
-            opcodes.check(op, p.scheme, len(args), attrs)
+            opcodes.check(op, p.scheme, len(args), attrs, p.slots)
         except errors.UnsupportedOperationError as exc:
             raise errors.UnsupportedOperationError(f"cannot compile {node.describe()}: {exc}") from exc
         cost = opcodes.depth_cost(op, p.scheme, attrs)
