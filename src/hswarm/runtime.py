@@ -9,7 +9,7 @@ scheduling.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -61,16 +61,40 @@ def execute_task(
     evaluator: Evaluator, circuit: Circuit, task: Task, inputs: Mapping[int, bytes]
 ) -> dict[int, bytes]:
     """Evaluate one task: its input ciphertexts (bytes by step id) to its outputs."""
-    missing = set(task.inputs) - set(inputs)
+    steps = [circuit.steps[sid] for sid in task.steps]
+    return execute_steps(
+        evaluator,
+        [(s.id, s.op, s.args, s.attrs) for s in steps],
+        inputs,
+        task.inputs,
+        task.outputs,
+        label=f"task {task.id}",
+    )
+
+
+def execute_steps(
+    evaluator: Evaluator,
+    steps: Sequence[tuple[int, str, Sequence[int], Mapping[str, Any]]],
+    inputs: Mapping[int, bytes],
+    needed: Sequence[int],
+    outputs: Sequence[int],
+    label: str = "task",
+) -> dict[int, bytes]:
+    """Evaluate steps ``(id, op, args, attrs)`` in order: what a worker does with a leased
+    task. ``needed`` are the step ids the steps read from outside; returns ``outputs``."""
+    missing = set(needed) - set(inputs)
     if missing:
-        raise errors.EvaluationError(
-            f"cannot execute task {task.id}: missing inputs for steps {sorted(missing)}"
-        )
-    values: dict[int, Ciphertext] = {sid: evaluator.load(inputs[sid]) for sid in task.inputs}
-    for sid in task.steps:
-        step = circuit.steps[sid]
-        values[sid] = evaluator.apply(step.op, [values[a] for a in step.args], step.attrs)
-    return {sid: evaluator.dump(values[sid]) for sid in task.outputs}
+        raise errors.EvaluationError(f"cannot execute {label}: missing inputs for steps {sorted(missing)}")
+    values: dict[int, Ciphertext] = {sid: evaluator.load(inputs[sid]) for sid in needed}
+    for sid, op, args, attrs in steps:
+        unknown = [a for a in args if a not in values]
+        if unknown:
+            raise errors.EvaluationError(f"cannot execute {label}: step {sid} reads unknown steps {unknown}")
+        values[sid] = evaluator.apply(op, [values[a] for a in args], attrs)
+    absent = [sid for sid in outputs if sid not in values]
+    if absent:
+        raise errors.EvaluationError(f"cannot execute {label}: outputs {absent} are not computed")
+    return {sid: evaluator.dump(values[sid]) for sid in outputs}
 
 
 def run_circuit(evaluator: Evaluator, circuit: Circuit, inputs: Mapping[int, bytes]) -> dict[int, bytes]:

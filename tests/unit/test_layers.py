@@ -1,6 +1,6 @@
 """The layer contract: dependencies point one way.
 
-errors -> crypto -> program -> {runtime, workloads, swarm} -> {queen, worker, client} -> cli
+errors -> crypto -> program -> {runtime, workloads, swarm, wire} -> {queen, worker, client} -> cli
 
 A module may import hswarm modules of lower layers only (and its own package).
 ``openfhe`` is imported only inside ``hswarm.crypto`` (and never by its pure modules
@@ -21,8 +21,8 @@ LAYERS = [
     {"errors"},
     {"crypto"},
     {"program"},
-    {"runtime", "workloads", "swarm"},
-    {"queen", "worker", "client", "wire"},
+    {"runtime", "workloads", "swarm", "wire"},
+    {"queen", "worker", "client"},
     {"cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
