@@ -1,7 +1,7 @@
 """Per-operation FHE benchmark: hswarm's evaluator against OpenFHE called directly.
 
 For each preset it generates keys, then times every operation of ``opcodes.SPECS`` the
-scheme supports three ways, in the same process and interleaved per repetition:
+scheme supports three ways, in the same process, taking turns call by call:
 
 - ``apply``: ``Evaluator.apply`` on loaded ciphertexts (the path used inside a task);
 - ``direct``: the same OpenFHE calls on ``ev.cc`` and the native ciphertexts, with every
@@ -35,6 +35,7 @@ import json
 import math
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -56,14 +57,17 @@ DEFAULT_PRESETS = (
     "insecure-ckks-bootstrap",
 )
 TARGET_OVERHEAD = 1.05
-# Fast ops are timed in batches of this many seconds: one call of a microsecond op is
-# below the timer's and the scheduler's noise.
+# A repetition of a fast op runs each variant for about this many seconds: one call of
+# a sub-millisecond op is below the scheduler's noise.
 BATCH_SECONDS = 0.05
 MAX_BATCH = 2000
-# Ops slower than this per call get at most SLOW_REPEAT repetitions, so that the secure
-# presets (N = 2^14..2^15) finish in minutes on a 2-core machine.
-SLOW_SECONDS = 1.0
-SLOW_REPEAT = 3
+# Seconds of timing per preset (key generation excluded), shared among its ops: an op
+# whose repetitions would overrun its share gets fewer, so that the secure presets
+# (N = 2^14..2^15) finish in minutes on a 2-core machine.
+PRESET_BUDGET_SECONDS = 150.0
+# Never fewer repetitions than this (unless --repeat asks for fewer): on a shared
+# machine a single repetition of a slow op gave ratios off by 4x.
+MIN_REPEAT = 3
 MATVEC_SIZE = 4
 SIGMOID = ("sigmoid", -8.0, 8.0)
 CHEBYSHEV_DEGREES = (27, 13, 5)  # the first one the preset's depth allows
@@ -362,21 +366,32 @@ def bootstrap_case(ev: evaluator.Evaluator, p: params.Params, a: evaluator.Ciphe
 # -- timing -----------------------------------------------------------------------------
 
 
-def timed_batch(fn: Thunk, batch: int) -> float:
-    """Seconds per call over ``batch`` calls, with the garbage collector off (as timeit)."""
+def timed_repetition(variants: dict[str, Thunk], batch: int, order: random.Random) -> dict[str, float]:
+    """Seconds per call of each variant over ``batch`` calls each. The variants take turns
+    call by call, so that load from other processes falls on all of them alike, in a
+    shuffled order: with a fixed rotation one variant would mostly follow ``evaluate``,
+    whose freed buffers and cold caches slow the next call (measured: 3-5% on a 0.6 ms BGV add).
+    The garbage collector is off, as in timeit."""
+    names = list(variants)
+    total = dict.fromkeys(names, 0.0)
     enabled = gc.isenabled()
     gc.disable()
     try:
-        start = time.perf_counter()
         for _ in range(batch):
-            fn()
-        return (time.perf_counter() - start) / batch
+            for name in order.sample(names, len(names)):
+                fn = variants[name]
+                start = time.perf_counter()
+                fn()
+                total[name] += time.perf_counter() - start
     finally:
         if enabled:
             gc.enable()
+    return {name: seconds / batch for name, seconds in total.items()}
 
 
-def measure(ev: evaluator.Evaluator, case: Case, repeat: int) -> Row:
+def measure(ev: evaluator.Evaluator, case: Case, repeat: int, budget: float) -> Row:
+    """Time one case: ``repeat`` repetitions, fewer if they would not fit ``budget`` seconds."""
+    began = time.perf_counter()
     operand_bytes = [ev.dump(ct) for ct in case.operands]
     variants: dict[str, Thunk] = {
         "apply": lambda: ev.apply(case.op, case.operands, case.attrs),
@@ -406,15 +421,14 @@ def measure(ev: evaluator.Evaluator, case: Case, repeat: int) -> Row:
     del ours, theirs
 
     batch = max(1, min(MAX_BATCH, math.ceil(BATCH_SECONDS / max(single, 1e-9))))
-    reps = repeat if single < SLOW_SECONDS else min(repeat, SLOW_REPEAT)
-    names = list(variants)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(reps):
-        # Rotate the order each repetition so that drift on a shared machine hits every
-        # variant alike.
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
-            samples[name].append(timed_batch(variants[name], batch))
+    per_repetition = len(variants) * batch * single
+    left = budget - (time.perf_counter() - began)
+    reps = max(min(repeat, MIN_REPEAT), min(repeat, int(left / per_repetition)))
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    order = random.Random(case.op)  # reproducible shuffles
+    for _ in range(reps):
+        for name, seconds in timed_repetition(variants, batch, order).items():
+            samples[name].append(seconds)
     seconds = {name: statistics.median(values) for name, values in samples.items()}
     encode = seconds.get("direct+encode")
     return Row(
@@ -437,7 +451,7 @@ def measure(ev: evaluator.Evaluator, case: Case, repeat: int) -> Row:
 # -- one preset -------------------------------------------------------------------------
 
 
-def bench_preset(name: str, repeat: int, log: Callable[[str], None]) -> dict[str, Any]:
+def bench_preset(name: str, repeat: int, budget: float, log: Callable[[str], None]) -> dict[str, Any]:
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     p = params.preset(name, allow_insecure=True)
@@ -470,15 +484,18 @@ def bench_preset(name: str, repeat: int, log: Callable[[str], None]) -> dict[str
     a, b = ev.load(encrypted[0]), ev.load(encrypted[1])
 
     cases = [bootstrap_case(ev, p, a)] if p.can_bootstrap else build_cases(ev, p, a, b)
-    rows = []
-    for case in cases:
-        log(f"{name}: {case.label}")
-        rows.append(measure(ev, case, repeat))
+    rows: list[Row] = []
+    timing_began = time.perf_counter()
+    for i, case in enumerate(cases):
+        share = (budget - (time.perf_counter() - timing_began)) / (len(cases) - i)
+        log(f"{name}: {case.label} (budget {share:.1f} s)")
+        rows.append(measure(ev, case, repeat, share))
     result = {
         "preset": name,
         "label": p.label,
         "scheme": p.scheme,
         "insecure": p.insecure,
+        "bootstrap": p.can_bootstrap,
         "ring_dim": ev.cc.GetRingDimension(),
         "slots": p.slots,
         "depth": p.depth,
@@ -494,6 +511,9 @@ def bench_preset(name: str, repeat: int, log: Callable[[str], None]) -> dict[str
             "rotation_keys": len(pc.rotation_keys),
             "public_context": pc.size,
         },
+        "budget_s": budget,
+        "timing_s": time.perf_counter() - timing_began,
+        "reduced": [row.op for row in rows if row.repeat < repeat],
         "rows": [dataclasses.asdict(row) for row in rows],
     }
     del ev, ks, a, b, cases
@@ -575,10 +595,16 @@ def render_preset(result: dict[str, Any], repeat: int) -> list[str]:
         f"- key generation {result['keygen_s']:.2f} s; evaluator load {result['evaluator_load_s']:.2f} s; "
         f"preset wall time {result['wall_s']:.1f} s; 1-min load average {result['load_average'][0]:.1f} "
         f"before, {result['load_average'][1]:.1f} after",
+        f"- timing took {result['timing_s']:.1f} s of a {result['budget_s']:g} s budget; "
+        + (
+            f"fewer than {repeat} repetitions (marked *) for: {', '.join(result['reduced'])}"
+            if result["reduced"]
+            else f"every op got {repeat} repetitions"
+        ),
         f"- sizes: fresh ciphertext {size(s['ciphertext'])}; context {size(s['context'])}; "
         f"public key {size(s['public_key'])}; relinearization keys {size(s['mult_keys'])}; "
         f"rotation keys {size(s['rotation_keys'])} ({result['rotation_keys_count']} indices"
-        f"{' + bootstrapping keys' if result['preset'].endswith('bootstrap') else ''}); "
+        f"{' + bootstrapping keys' if result['bootstrap'] else ''}); "
         f"public context total {size(s['public_context'])}",
         "",
         "| op | reps × calls | apply ms | direct ms | apply/direct | apply/direct (min) | direct+encode ms "
@@ -608,26 +634,32 @@ def render(report: dict[str, Any]) -> str:
         f"OMP_NUM_THREADS={m['omp_num_threads']}, {m['platform']}",
         f"- software: Python {m['python']}, openfhe {m['openfhe']}, hswarm {m['hswarm']}, numpy {m['numpy']}",
         f"- run: {report['started']}, presets {', '.join(report['presets'])}",
-        f"- method: median of {repeat} repetitions per op (ops slower than {SLOW_SECONDS:g} s per call: "
-        f"{min(repeat, SLOW_REPEAT)}, marked *); each repetition times a batch of calls lasting "
-        f"≥{BATCH_SECONDS * 1e3:g} ms; one warm-up per op; variants alternate in rotating order. "
-        "Inputs are fresh ciphertexts (bootstrap: one with all but one level used).",
+        f"- method: median of {repeat} repetitions per op, fewer (marked *, at least "
+        f"{min(repeat, MIN_REPEAT)}) where they would not fit the preset's timing budget of "
+        f"{report['budget_s']:g} s shared among its ops; in a repetition "
+        f"each variant runs a batch of calls lasting ≥{BATCH_SECONDS * 1e3:g} ms, the variants taking "
+        "turns call by call in a shuffled order; one warm-up per op. Inputs are fresh ciphertexts "
+        "(bootstrap: one with all but one level used).",
         "- apply = `Evaluator.apply` on loaded ciphertexts; direct = the same OpenFHE calls on `ev.cc` "
         "with plaintexts encoded once outside the timed region; direct+encode = direct, encoding inside "
         "the timed region (only for ops whose `apply` encodes); evaluate = `Evaluator.evaluate`, "
         "bytes in and out. same bytes = apply and direct gave byte-identical ciphertexts.",
         "- apply/direct is the ratio of the medians; apply/direct (min) the ratio of the fastest "
-        f"repetitions, which noise from other processes inflates least. Target: ≤ {TARGET_OVERHEAD}× "
+        f"repetitions. Target: ≤ {TARGET_OVERHEAD}× "
         "(⚠ marks a ratio above it).",
     ]
     loads = [load for result in report["results"] for load in result["load_average"]]
-    if loads and max(loads) > 0.5 * m["usable_cores"]:
+    # The benchmark itself keeps up to one OpenMP thread per core busy.
+    if loads and max(loads) > m["usable_cores"] + 0.5:
         lines.append(
             f"- ⚠ busy machine: 1-min load average up to {max(loads):.1f} on {m['usable_cores']} usable "
-            "cores. Other processes took CPU time during the run, and OpenFHE's OpenMP threads wait for "
-            "each other at every parallel section, so times are inflated and scattered and single "
-            "ratios are noise; trust the (min) column and the byte checks more than the medians, or rerun "
-            "on an idle machine (or with OMP_NUM_THREADS=1, which removes the waits but measures one core)."
+            "cores, of which this benchmark accounts for at most one per core. Other processes took "
+            "CPU time during the run, and OpenFHE's OpenMP threads wait for each other at every "
+            "parallel section, so an op can take whole scheduler ticks (multiples of ~4-8 ms) instead "
+            "of its own time. The variants of one row take turns call by call and "
+            "share that noise, so compare ratios within a row, not absolute times across rows or runs; "
+            "for clean absolute times rerun on an idle machine (OMP_NUM_THREADS=1 removes the waits but "
+            "measures one core)."
         )
     lines.append("")
     for result in report["results"]:
@@ -653,6 +685,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, help="repetitions per op; the median is reported (default 5)")
     parser.add_argument("--quick", action="store_true", help="insecure presets only, 3 repetitions")
     parser.add_argument("--json", metavar="PATH", help="also write every measurement as JSON")
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=PRESET_BUDGET_SECONDS,
+        help="seconds of timing per preset, key generation excluded; slow ops get fewer "
+        f"repetitions (at least {MIN_REPEAT}) to fit (default {PRESET_BUDGET_SECONDS:g})",
+    )
     args = parser.parse_args(argv)
 
     names = args.presets.split(",") if args.presets else list(DEFAULT_PRESETS)
@@ -675,13 +714,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "presets": names,
         "repeat": repeat,
+        "budget_s": args.budget,
         "settings": {
             "batch_seconds": BATCH_SECONDS,
-            "slow_seconds": SLOW_SECONDS,
-            "slow_repeat": SLOW_REPEAT,
+            "preset_budget_s": args.budget,
             "target_overhead": TARGET_OVERHEAD,
         },
-        "results": [bench_preset(name, repeat, log) for name in names],
+        "results": [bench_preset(name, repeat, args.budget, log) for name in names],
     }
     report["wall_s"] = time.perf_counter() - started
     print(render(report))
