@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from hswarm import errors
 from hswarm.crypto import evaluator, keys, opcodes, params
 from hswarm.program import functions
 
@@ -192,3 +193,31 @@ def test_ckks_poly_depth_model_for_higher_degrees() -> None:
         attrs = {"coefficients": [0.5] * (degree + 1)}
         out = s.ev.apply("poly", [cx], attrs)
         assert out.levels_used - cx.levels_used == opcodes.depth_cost("poly", "ckks", attrs), degree
+
+
+@pytest.mark.parametrize("op", ["mul_plain", "add_plain", "mul_scalar", "matvec", "poly"])
+def test_cached_plaintexts_give_the_same_bytes_as_fresh_encodings(setup: Setup, op: str) -> None:
+    attrs = {
+        "mul_plain": {"values": [1, 2, 3]},
+        "add_plain": {"values": [1, 2, 3]},
+        "mul_scalar": {"value": 3},
+        "matvec": {"matrix": MATRIX},
+        "poly": {"coefficients": [1, 2, 3]},
+    }[op]
+    first = [setup.ev.dump(setup.ev.apply(op, [setup.cx], attrs)) for _ in range(3)]
+    deeper = setup.ev.apply("mul", [setup.cx, setup.cy], {})
+    again = [setup.ev.dump(setup.ev.apply(op, [deeper], attrs)) for _ in range(2)]
+    setup.ev._plaintexts.clear()  # encode afresh
+    reference = setup.ev.dump(setup.ev.apply(op, [setup.cx], attrs))
+    assert first == [reference] * 3 and again[0] == again[1]
+
+
+def test_a_displaced_evaluator_reloads_and_refuses_stale_ciphertexts() -> None:
+    s = Setup("insecure-bfv")
+    stale = s.cx
+    other = evaluator.Evaluator(s.keys.public_context())  # same context: displaces s.ev
+    assert other.generation != s.ev.generation
+    with pytest.raises(errors.ForeignContextError, match="load it again"):
+        s.ev.apply("negate", [stale], {})
+    fresh = s.ev.load(s.keys.encrypt(s.x)[0])  # reloads the registry for s.ev
+    s.expect(s.keys.decrypt([s.ev.dump(s.ev.apply("negate", [fresh], {}))]), -s.x)

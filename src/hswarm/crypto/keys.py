@@ -77,6 +77,29 @@ class KeySet:
             )
         return self._public
 
+    def with_rotations(self, rotation_indices: Iterable[int]) -> KeySet:
+        """This key set plus rotation keys for more indices (same secret and public key,
+        so existing ciphertexts stay valid; a new public context and digest)."""
+        wanted = {int(i) % self.params.slots for i in rotation_indices} - {0}
+        indices = sorted(wanted | set(self.rotation_indices))
+        if len(indices) == len(self.rotation_indices):
+            return self
+        clear_registry()
+        with wrapped("generate rotation keys", errors.KeyMaterialError):
+            cc = openfhe.DeserializeCryptoContextString(self._sections["context"], BINARY)
+            context.enable_features(cc, self.params)
+            secret = openfhe.DeserializePrivateKeyString(self._secret_bytes, BINARY)
+            if self._sections["rotation_keys"]:
+                openfhe.DeserializeEvalAutomorphismKeyString(self._sections["rotation_keys"], BINARY)
+            if self.params.bootstrap is not None:
+                context.setup_bootstrap(cc, self.params)
+            cc.EvalRotateKeyGen(secret, sorted(set(indices) - set(self.rotation_indices)))
+            rotation_keys = openfhe.SerializeEvalAutomorphismKeyString(BINARY, self.key_tag)
+        del cc, secret
+        return KeySet(
+            self.params, {**self._sections, "rotation_keys": rotation_keys}, self._secret_bytes, indices
+        )
+
     # -- encryption ---------------------------------------------------------------------
 
     def encrypt(self, values: Any) -> list[bytes]:

@@ -48,4 +48,4 @@ def reencrypt(evaluator: Evaluator, ciphertext: bytes, rekey: bytes) -> bytes:
         BINARY,
     )
     result = native("re-encrypt", errors.ReEncryptionError, evaluator.cc.ReEncrypt, ct.native, key)
-    return evaluator.dump(Ciphertext(result, evaluator.digest))
+    return evaluator.dump(Ciphertext(result, evaluator.generation))
