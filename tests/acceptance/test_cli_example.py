@@ -31,7 +31,7 @@ def test_logistic_regression_example_agrees_with_the_plaintext_model(tmp_path: P
     assert done.returncode == 0, done.stderr
     assert "CORRECT" in done.stdout and "INSECURE" in done.stdout
     data = json.loads(report.read_text())
-    assert data["correct"] is True and data["rows"] == 569 and data["features"] == 30
+    assert data["correct"] is True and data["rows"] == 569 and data["ciphertexts"] == 9
     assert data["agreement"] >= 0.99
     assert data["insecure"] is True and "INSECURE" in data["params"]
 

@@ -23,6 +23,7 @@ LAYERS = [
     {"program"},
     {"runtime", "workloads", "swarm", "wire"},
     {"queen", "worker", "client"},
+    {"demo"},
     {"cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
