@@ -1,5 +1,5 @@
 # Two commands set everything up on a fresh machine:
-#   make demo   — the main job (the worked example: encrypted logistic regression)
+#   make demo   — the main job: a local swarm (queen + 3 workers) runs encrypted inference
 #   make test   — the test suite (lint, layer contract, unit, integration)
 PYTHON ?= $(shell command -v python3.10 || echo python3.10)
 VENV := .venv
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/hswarm example logistic-regression
+	$(BIN)/hswarm demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

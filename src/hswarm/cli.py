@@ -234,11 +234,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from pydantic import ValidationError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.run(args))
     except errors.HSwarmError as exc:
         print(f"hswarm: {exc}", file=sys.stderr)
+        return 2
+    except ValidationError as exc:  # settings from flags or HSWARM_* variables
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        print(f"hswarm: invalid settings: {problems}", file=sys.stderr)
         return 2
 
 

@@ -99,7 +99,12 @@ class EncryptedVector:
 
 
 class SwarmClient:
-    """Asynchronous client of a queen. Create, ``await connect()``, use, ``await close()``."""
+    """Asynchronous client of a queen. Create, ``await connect()``, use, ``await close()``.
+
+    Key generation, encryption and decryption run on the caller's thread: OpenFHE keeps
+    process-global state, and calling it from asyncio's worker threads hung a native
+    encoder intermittently in tests (openfhe 1.6.1). They take milliseconds (keygen up to
+    ~2 s at 128-bit) and happen before and after the network work."""
 
     def __init__(self, config: SwarmConfig | None = None) -> None:
         self.config = config or SwarmConfig()
@@ -120,16 +125,16 @@ class SwarmClient:
         await self._transport.ready()
         path = self.config.resolved_key_path()
         if path.exists():
-            keys = await asyncio.to_thread(KeySet.load, path, allow_insecure=self.config.allow_insecure)
+            keys = KeySet.load(path, allow_insecure=self.config.allow_insecure)
             if keys.params != self.params:
                 raise errors.KeyMaterialError(
                     f"cannot use the key file {path}: it holds keys for other parameters "
                     f"({keys.params.label}); set key_path to another file"
                 )
         else:
-            keys = await asyncio.to_thread(generate_keys, self.params, ())
+            keys = generate_keys(self.params, ())
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            await asyncio.to_thread(keys.save, path)
+            keys.save(path)
         self.keys = keys
 
     async def close(self) -> None:
@@ -154,7 +159,7 @@ class SwarmClient:
         keys, _ = self._ready()
         name = name or f"input{len(self._ciphertexts)}"
         values = np.asarray(data)
-        chunks = await asyncio.to_thread(keys.encrypt, values)
+        chunks = keys.encrypt(values)
         expr = self._program.input(name, int(values.size))
         self._ciphertexts[name] = chunks
         return EncryptedVector(self, expr)
@@ -168,8 +173,8 @@ class SwarmClient:
         circuit = compile_program(program, self.params)
         self.last_circuit = circuit
         if not set(circuit.rotation_indices) <= set(keys.rotation_indices):
-            keys = await asyncio.to_thread(keys.with_rotations, circuit.rotation_indices)
-            await asyncio.to_thread(keys.save, self.config.resolved_key_path())
+            keys = keys.with_rotations(circuit.rotation_indices)
+            keys.save(self.config.resolved_key_path())
             self.keys = keys
         results = await self._run(keys, transport, circuit, label)
         return runtime.decrypt_outputs(keys, circuit, results)["result"]
@@ -182,10 +187,10 @@ class SwarmClient:
         keys, transport = self._ready()
         circuit = compile_program(program, self.params)
         if not set(circuit.rotation_indices) <= set(keys.rotation_indices):
-            keys = await asyncio.to_thread(keys.with_rotations, circuit.rotation_indices)
-            await asyncio.to_thread(keys.save, self.config.resolved_key_path())
+            keys = keys.with_rotations(circuit.rotation_indices)
+            keys.save(self.config.resolved_key_path())
             self.keys = keys
-        encrypted = await asyncio.to_thread(runtime.encrypt_inputs, keys, circuit, values)
+        encrypted = runtime.encrypt_inputs(keys, circuit, values)
         self.last_circuit = circuit
         results = await self._submit(keys, transport, circuit, encrypted, label)
         return runtime.decrypt_outputs(keys, circuit, results)

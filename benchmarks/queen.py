@@ -1,0 +1,214 @@
+"""Queen throughput and scheduling latency on loopback, and the demo workload end to end.
+
+Not a test. Part 1 starts a real queen (``hswarm queen`` subprocess) on SQLite and on
+PostgreSQL, submits one job of T trivial tasks (independent ``x + 1`` chunks: the queen
+never looks inside ciphertexts, so every task's input and output is the same small
+blob), and drives it with W protocol-level workers (threads with keep-alive HTTP
+clients) that lease B tasks at a time and post a result per task at once. It prints
+tasks/s from submission to completion and the p50/p99 latency of lease and result
+calls. Part 2 (``--demo``) runs the demo workload through a local swarm with 1 and 2
+worker processes and through local evaluation in one process, for comparison.
+
+    .venv/bin/python benchmarks/queen.py [--tasks 2000] [--workers 4] [--batch 1,16] [--demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+
+from hswarm import wire
+from hswarm.crypto import keys, params
+from hswarm.crypto.public import digest
+from hswarm.demo import LocalSwarm
+from hswarm.program import Program, compile_program
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _job(tasks: int) -> tuple[dict[str, Any], bytes, dict[int, str], bytes]:
+    prm = params.preset("insecure-bfv", allow_insecure=True)
+    program = Program()
+    for i in range(tasks):
+        program.output(f"y{i}", program.input(f"x{i}", 1) + 1)
+    circuit = compile_program(program, prm)
+    context = keys.generate_keys(prm, circuit.rotation_indices).public_context().to_bytes()
+    blob = os.urandom(1024)
+    inputs = {sid: digest(blob) for term in circuit.inputs.values() for sid in term.chunks}
+    return circuit.to_json(), context, inputs, blob
+
+
+def _worker(
+    url: str,
+    token: str,
+    batch: int,
+    stop: threading.Event,
+    lat: dict[str, list[float]],
+    blob_digest: str,
+    index: int,
+) -> None:
+    with httpx.Client(base_url=url, timeout=30) as http:
+        reg = wire.Registration(
+            token=token, name=f"bench-{index}", owner=f"o{index}", determinism_class="bench"
+        )
+        enrolled = wire.Enrollment.model_validate(
+            http.post("/v1/workers/register", json=reg.model_dump()).json()
+        )
+        http.headers["Authorization"] = f"Bearer {enrolled.credential}"
+        while not stop.is_set():
+            t = time.perf_counter()
+            grant = http.post(
+                "/v1/workers/lease", json=wire.LeaseRequest(max_tasks=batch, wait_s=0.5).model_dump()
+            )
+            lat["lease"].append(time.perf_counter() - t)
+            for task in wire.LeaseGrant.model_validate(grant.json()).tasks:
+                result = wire.TaskResult(
+                    task_id=task.task_id, attempt=task.attempt, outputs={o: blob_digest for o in task.outputs}
+                )
+                t = time.perf_counter()
+                http.post("/v1/workers/result", json=result.model_dump(mode="json")).raise_for_status()
+                lat["result"].append(time.perf_counter() - t)
+
+
+def _throughput(db_url: str | None, label: str, tasks: int, workers: int, batch: int) -> dict[str, Any]:
+    circuit, context, inputs, blob = _job(tasks)
+    with LocalSwarm(0, db_url=db_url) as swarm, httpx.Client(base_url=swarm.url, timeout=120) as http:
+        http.put(f"/v1/contexts/{digest(context)}", content=context).raise_for_status()
+        http.put(f"/v1/blobs/{digest(blob)}", content=blob).raise_for_status()
+        lat: dict[str, list[float]] = {"lease": [], "result": []}
+        stop = threading.Event()
+        threads = [
+            threading.Thread(
+                target=_worker, args=(swarm.url, swarm.token, batch, stop, lat, digest(blob), i), daemon=True
+            )
+            for i in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # registered and polling
+        submission = wire.JobSubmission(circuit=circuit, context=digest(context), inputs=inputs)
+        started = time.perf_counter()
+        job = wire.JobAccepted.model_validate(
+            http.post("/v1/jobs", json=submission.model_dump(mode="json")).json()
+        )
+        while True:
+            status = wire.JobStatus.model_validate(http.get(f"/v1/jobs/{job.job_id}").json())
+            if status.state != "running":
+                break
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+    return {
+        "db": label,
+        "batch": batch,
+        "workers": workers,
+        "tasks": tasks,
+        "state": status.state,
+        "seconds": seconds,
+        "tasks_per_s": tasks / seconds,
+        "lease_p50_ms": 1e3 * _percentile(lat["lease"], 0.5),
+        "lease_p99_ms": 1e3 * _percentile(lat["lease"], 0.99),
+        "result_p50_ms": 1e3 * _percentile(lat["result"], 0.5),
+        "result_p99_ms": 1e3 * _percentile(lat["result"], 0.99),
+    }
+
+
+def _postgres() -> tuple[str | None, Any]:
+    try:
+        import psycopg
+
+        admin = psycopg.connect("postgresql://postgres@127.0.0.1:5432/postgres", autocommit=True)
+    except Exception as exc:
+        print(f"PostgreSQL not reachable ({exc}); skipping it", file=sys.stderr)
+        return None, None
+    name = f"hswarm_bench_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}", (admin, name)
+
+
+def _demo_rows() -> list[dict[str, Any]]:
+    from hswarm import demo, runtime
+    from hswarm.crypto.evaluator import Evaluator
+    from hswarm.workloads import logistic_regression
+
+    rows = []
+    workload = logistic_regression.build("insecure-ckks", allow_insecure=True)
+    circuit = compile_program(workload.program, workload.params)
+    ks = keys.generate_keys(workload.params, circuit.rotation_indices)
+    inputs = runtime.encrypt_inputs(ks, circuit, workload.inputs)
+    started = time.perf_counter()
+    runtime.run_circuit(Evaluator(ks.public_context(), sandbox=False), circuit, inputs)
+    rows.append(
+        {"how": "local evaluation, one process", "workers": 0, "seconds": time.perf_counter() - started}
+    )
+    for workers in (1, 2):
+        report = demo.run_demo(workers, "insecure-ckks", None, True)
+        rows.append(
+            {
+                "how": f"swarm, {workers} worker process(es)",
+                "workers": workers,
+                "seconds": report["job_seconds"],
+                "correct": report["correct"],
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--batch", default="1,16")
+    parser.add_argument("--demo", action="store_true")
+    args = parser.parse_args()
+    print(
+        f"# queen benchmark\n\n- machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}\n- queen and {args.workers} protocol workers share "
+        f"this machine's cores; trivial tasks, one result per request\n"
+    )
+    pg_url, pg = _postgres()
+    dbs = [(None, "sqlite")] + ([(pg_url, "postgresql")] if pg_url else [])
+    print(
+        "| db | lease batch | workers | tasks | state | seconds | tasks/s | lease p50/p99 ms | "
+        "result p50/p99 ms |"
+    )
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    try:
+        for url, label in dbs:
+            for batch in [int(b) for b in args.batch.split(",")]:
+                r = _throughput(url, label, args.tasks, args.workers, batch)
+                print(
+                    f"| {r['db']} | {r['batch']} | {r['workers']} | {r['tasks']} | {r['state']} | "
+                    f"{r['seconds']:.2f} | {r['tasks_per_s']:.0f} | {r['lease_p50_ms']:.1f} / "
+                    f"{r['lease_p99_ms']:.1f} | {r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} |",
+                    flush=True,
+                )
+    finally:
+        if pg:
+            admin, name = pg
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.close()
+    if args.demo:
+        print("\n| demo workload (insecure-ckks, 569 patients, 9 tasks) | seconds |\n|---|---:|")
+        for row in _demo_rows():
+            print(f"| {row['how']} | {row['seconds']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,344 @@
+"""The queen's HTTP API: the FastAPI app factory and ``serve``.
+
+Handlers are thin: they parse (pydantic models of ``hswarm.wire``), call one service
+(``jobs``, ``queue``, ``membership``, ``contexts``, ``blobs``, ``events``) in a worker
+thread so the event loop never waits on the database, and return its answer. Every
+error becomes an ``ErrorBody`` in :data:`ERROR_CODES` and the handlers below it, the
+one place where domain errors meet status codes. The lifespan opens the store (running
+the migrations), creates the enrollment token, sweeps once (a restarted queen takes
+back expired leases at once) and runs the sweeper until shutdown.
+
+It holds no state of its own beyond the running :class:`Queen`'s handles, and never
+imports ``openfhe``: the only native parsing (of contexts) happens in a forked child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import anyio
+import fastapi
+import sqlalchemy as sa
+import uvicorn
+from fastapi import exceptions as fastapi_exceptions
+from fastapi import responses
+from starlette import exceptions as starlette_exceptions
+from starlette import websockets
+from starlette.concurrency import run_in_threadpool
+
+from hswarm import errors, wire
+from hswarm.queen import blobs, contexts, events, jobs, membership, queue, refusals, settings, store
+
+log = logging.getLogger("hswarm.queen")
+WS_NOT_FOUND = 4404  # WebSocket close code for an unknown job (HTTP 404 in the 4000 range)
+
+# First match wins: subclasses before their bases.
+ERROR_CODES: tuple[tuple[type[Exception], int, str], ...] = (
+    (refusals.NotFoundError, 404, "not_found"),
+    (refusals.ConflictError, 409, "conflict"),
+    (refusals.UnauthorizedError, 401, "unauthorized"),
+    (refusals.TooLargeError, 413, "too_large"),
+    (refusals.StoreUnavailableError, 503, "not_ready"),
+    (errors.DigestMismatchError, 422, "digest_mismatch"),
+    (errors.SecretKeyLeakError, 422, "secret_key"),
+    (errors.DeserializationError, 422, "bad_context"),
+    (errors.HSwarmError, 422, "invalid"),  # ProgramError, ParamsError, ...
+    (sa.exc.OperationalError, 503, "not_ready"),
+)
+
+
+@dataclasses.dataclass
+class Queen:
+    """The running queen's handles, shared by every request."""
+
+    settings: settings.QueenSettings
+    store: store.Store
+    blobs: blobs.BlobStore
+    bell: queue.Doorbell
+
+
+def open_queen(cfg: settings.QueenSettings) -> Queen:
+    """Create the data directory and token, open and migrate the store, sweep once."""
+    cfg.data_dir.mkdir(parents=True, exist_ok=True)
+    membership.ensure_token(cfg.token_path)
+    db = store.Store(cfg.db_url)
+    db.migrate()
+    queue.sweep(db, cfg)
+    return Queen(cfg, db, blobs.BlobStore(cfg.blob_dir), queue.Doorbell())
+
+
+def create_app(cfg: settings.QueenSettings) -> fastapi.FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
+        queen = await run_in_threadpool(open_queen, cfg)
+        app.state.queen = queen
+        sweeper = asyncio.create_task(_sweep_forever(queen))
+        log.info("queen ready on %s (data in %s)", cfg.db_url, cfg.data_dir)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            queen.store.dispose()
+
+    app = fastapi.FastAPI(
+        title="hswarm queen",
+        version=wire.API_VERSION,
+        description="Homomorphic Swarm coordinator: blobs, contexts, jobs, workers (docs/protocol.md).",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(errors.HSwarmError, _domain_error)
+    app.add_exception_handler(sa.exc.OperationalError, _domain_error)
+    app.add_exception_handler(fastapi_exceptions.RequestValidationError, _validation_error)
+    app.add_exception_handler(starlette_exceptions.HTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(router)
+    return app
+
+
+def serve(cfg: settings.QueenSettings) -> None:
+    """Run the queen in this process until interrupted (one uvicorn worker)."""
+    # The queen's own log lines next to uvicorn's (a no-op where logging is configured).
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
+    uvicorn.run(
+        create_app(cfg),
+        host=cfg.host,
+        port=cfg.port,
+        log_level="info",
+        lifespan="on",
+        timeout_graceful_shutdown=5,  # long polls and event streams would hold a stop up to 30 s
+    )
+
+
+async def _sweep_forever(queen: Queen) -> None:
+    while True:  # open_queen has just swept: wait first
+        await asyncio.sleep(queen.settings.sweep_interval_s)
+        try:
+            report = await run_in_threadpool(queue.sweep, queen.store, queen.settings)
+            if report["expired"] or report["requeued"]:
+                queen.bell.ring()
+        except Exception:  # the sweeper must outlive a database hiccup
+            log.exception("sweep failed; retrying")
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> responses.JSONResponse:
+    body = wire.ErrorBody(code=code, message=message)
+    return responses.JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+async def _domain_error(_request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
+    status, code = next((s, c) for kind, s, c in ERROR_CODES if isinstance(exc, kind))
+    message = str(exc) if isinstance(exc, errors.HSwarmError) else "cannot reach the store: try again later"
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return _error(status, code, message, headers)
+
+
+async def _validation_error(_request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
+    problems = exc.errors() if isinstance(exc, fastapi_exceptions.RequestValidationError) else []
+    for p in problems:
+        if p.get("type") == "json_invalid":
+            reason = p.get("ctx", {}).get("error", "malformed")
+            return _error(
+                400, "bad_request", f"cannot read the request: the body is not valid JSON ({reason})"
+            )
+        if isinstance(p.get("input"), bytes) and tuple(p.get("loc", ())) == ("body",):
+            return _error(
+                400,
+                "bad_request",
+                "cannot read the request: send a JSON object with Content-Type: application/json",
+            )
+    detail = "; ".join(
+        f"{'.'.join(str(part) for part in p.get('loc', ()))}: {p.get('msg', 'invalid')}" for p in problems[:5]
+    )
+    return _error(422, "invalid", f"cannot accept the request: {detail or 'it does not match the model'}")
+
+
+async def _http_error(_request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
+    assert isinstance(exc, starlette_exceptions.HTTPException)
+    code = {404: "not_found", 401: "unauthorized", 413: "too_large"}.get(exc.status_code, "bad_request")
+    return _error(exc.status_code, code, f"cannot answer: {exc.detail}", dict(exc.headers or {}) or None)
+
+
+async def _internal_error(_request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
+    log.error("internal error", exc_info=exc)
+    return _error(500, "internal", "cannot answer: internal error in the queen (see its log)")
+
+
+# -- handlers -----------------------------------------------------------------------------
+
+
+def _queen(request: fastapi.Request) -> Queen:
+    return request.app.state.queen
+
+
+async def _worker(request: fastapi.Request, queen: Annotated[Queen, fastapi.Depends(_queen)]) -> str:
+    scheme, _, credential = request.headers.get("authorization", "").partition(" ")
+    bearer = credential.strip() if scheme.lower() == "bearer" else None
+    return await run_in_threadpool(membership.authenticate, queen.store, bearer)
+
+
+QueenDep = Annotated[Queen, fastapi.Depends(_queen)]
+WorkerDep = Annotated[str, fastapi.Depends(_worker)]
+DigestPath = Annotated[str, fastapi.Path(pattern=wire.DIGEST_PATTERN)]
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": wire.ErrorBody} for status in (400, 401, 404, 409, 413, 422, 503)
+}
+_RAW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+router = fastapi.APIRouter(responses=_ERRORS)
+
+
+@router.get("/healthz", tags=["ops"])
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["ops"])
+async def readyz(queen: QueenDep) -> dict[str, str]:
+    await run_in_threadpool(queen.store.ping)
+    return {"status": "ready"}
+
+
+@router.put("/v1/blobs/{digest}", tags=["blobs"], openapi_extra=_RAW_BODY)
+async def put_blob(digest: DigestPath, request: fastapi.Request, queen: QueenDep) -> responses.JSONResponse:
+    upload = await queen.blobs.receive(
+        digest, request.stream(), queen.settings.max_blob_bytes, _declared_size(request)
+    )
+    created = await run_in_threadpool(blobs.commit, queen.store, queen.blobs, upload)
+    return _stored(upload, created)
+
+
+@router.get("/v1/blobs/{digest}", tags=["blobs"], response_class=responses.FileResponse)
+async def get_blob(digest: DigestPath, queen: QueenDep) -> responses.FileResponse:
+    path = queen.blobs.open_path(digest)
+    return responses.FileResponse(
+        path, media_type="application/octet-stream", headers={"ETag": f'"{digest}"'}
+    )
+
+
+@router.put("/v1/contexts/{digest}", tags=["blobs"], openapi_extra=_RAW_BODY)
+async def put_context(
+    digest: DigestPath, request: fastapi.Request, queen: QueenDep
+) -> responses.JSONResponse:
+    upload = await queen.blobs.receive(
+        digest, request.stream(), queen.settings.max_blob_bytes, _declared_size(request)
+    )
+    created = await run_in_threadpool(
+        functools.partial(
+            contexts.accept,
+            timeout_s=queen.settings.context_probe_timeout_s,
+            memory_bytes=queen.settings.context_probe_memory_bytes,
+        ),
+        queen.store,
+        queen.blobs,
+        upload,
+    )
+    return _stored(upload, created)
+
+
+@router.post("/v1/jobs", tags=["jobs"], status_code=201)
+async def submit_job(body: wire.JobSubmission, queen: QueenDep) -> wire.JobAccepted:
+    accepted = await run_in_threadpool(jobs.submit, queen.store, body)
+    queen.bell.ring()
+    return accepted
+
+
+@router.get("/v1/jobs", tags=["jobs"])
+async def list_jobs(queen: QueenDep) -> wire.JobList:
+    return await run_in_threadpool(jobs.list_jobs, queen.store)
+
+
+@router.get("/v1/jobs/{job_id}", tags=["jobs"])
+async def job_status(job_id: str, queen: QueenDep) -> wire.JobStatus:
+    return await run_in_threadpool(jobs.status, queen.store, job_id)
+
+
+@router.websocket("/v1/jobs/{job_id}/events")
+async def job_events(websocket: fastapi.WebSocket, job_id: str) -> None:
+    queen: Queen = websocket.app.state.queen
+    await websocket.accept()  # before any close: a close before accept reaches clients as a bare 403
+    try:
+        await run_in_threadpool(jobs.status, queen.store, job_id)
+    except refusals.NotFoundError as exc:
+        await websocket.close(code=WS_NOT_FOUND, reason=str(exc)[:120])
+        return
+    await _forward(websocket, events.follow(queen.store, job_id))
+
+
+@router.post("/v1/workers/register", tags=["workers"], status_code=201)
+async def register(body: wire.Registration, queen: QueenDep) -> wire.Enrollment:
+    return await run_in_threadpool(membership.register, queen.store, queen.settings, body)
+
+
+@router.post("/v1/workers/lease", tags=["workers"])
+async def lease(body: wire.LeaseRequest, worker: WorkerDep, queen: QueenDep) -> wire.LeaseGrant:
+    return await queue.wait_for_lease(queen.store, queen.settings, worker, body, queen.bell)
+
+
+@router.post("/v1/workers/heartbeat", tags=["workers"])
+async def heartbeat(body: wire.Heartbeat, worker: WorkerDep, queen: QueenDep) -> wire.HeartbeatReply:
+    return await run_in_threadpool(queue.heartbeat, queen.store, queen.settings, worker, body)
+
+
+@router.post("/v1/workers/result", tags=["workers"])
+async def result(body: wire.TaskResult, worker: WorkerDep, queen: QueenDep) -> wire.ResultReceipt:
+    receipt = await run_in_threadpool(queue.accept_result, queen.store, queen.settings, worker, body)
+    queen.bell.ring()
+    return receipt
+
+
+@router.get("/v1/workers", tags=["workers"])
+async def list_workers(queen: QueenDep) -> wire.WorkerList:
+    return await run_in_threadpool(membership.list_workers, queen.store)
+
+
+async def _forward(websocket: fastapi.WebSocket, stream: AsyncIterator[wire.JobEvent]) -> None:
+    """Send every event of ``stream``, then close; stop early if the client leaves."""
+    gone = False
+
+    async def watch(scope: anyio.CancelScope) -> None:  # polling stops when the client leaves
+        nonlocal gone
+        while (await websocket.receive())["type"] != "websocket.disconnect":
+            pass
+        gone = True
+        scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch, group.cancel_scope)
+        try:
+            async for event in stream:
+                await websocket.send_json(event.model_dump(mode="json"))
+        except websockets.WebSocketDisconnect:
+            gone = True
+        group.cancel_scope.cancel()
+    if not gone:
+        await websocket.close(code=1000)
+
+
+def _declared_size(request: fastapi.Request) -> int | None:
+    value = request.headers.get("content-length", "")
+    return int(value) if value.isdigit() else None
+
+
+def _stored(upload: blobs.Upload, created: bool) -> responses.JSONResponse:
+    return responses.JSONResponse(
+        {"digest": upload.digest, "size": upload.size, "created": created},
+        status_code=201 if created else 200,
+    )

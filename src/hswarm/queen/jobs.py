@@ -1,0 +1,248 @@
+"""Jobs: accepting a compiled circuit as tasks, and reporting a job's state and results.
+
+:func:`submit` checks everything before it writes anything: the circuit parses
+(:meth:`Circuit.from_json`) and its tasks form a well-founded graph (every value a task
+reads is a program input or another task's output, no cycles), the context exists and
+has the circuit's parameters and rotation keys, and every program input has an uploaded
+blob. It then writes one row per task — ``ready`` when it reads program inputs only,
+``waiting`` otherwise — the input digests as the job's first results, and the events.
+Dependencies are derived from the data flow, not taken on trust from ``Task.deps``.
+
+It does not schedule (``queue`` leases tasks and accepts results) and never reads the
+ciphertexts behind the digests.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import sqlalchemy as sa
+
+from hswarm import errors, wire
+from hswarm.program.circuit import Circuit
+from hswarm.queen import blobs, contexts, events, refusals, store
+
+
+def submit(db: store.Store, submission: wire.JobSubmission, now: float | None = None) -> wire.JobAccepted:
+    circuit = read_circuit(submission.circuit)
+    plan = _plan(circuit)
+    inputs = {s.id for s in circuit.steps if s.op == "input"}
+    if set(submission.inputs) != inputs:
+        missing, extra = sorted(inputs - set(submission.inputs)), sorted(set(submission.inputs) - inputs)
+        raise errors.ProgramError(
+            f"cannot submit the job: inputs must name every input step of the circuit "
+            f"(missing {missing}, not input steps {extra})"
+        )
+    now = time.time() if now is None else now
+    job_id = uuid.uuid4().hex
+    outputs = sorted({c for term in circuit.outputs.values() for c in term.chunks})
+    with db.write() as conn:
+        params, rotations = contexts.params_of(conn, submission.context)
+        if dict(circuit.params) != params:
+            raise refusals.ConflictError(
+                f"cannot submit the job: the circuit was compiled for other parameters than context "
+                f"{submission.context}; compile with the context's params"
+            )
+        lacking = sorted(set(circuit.rotation_indices) - set(rotations))
+        if lacking:
+            raise refusals.ConflictError(
+                f"cannot submit the job: context {submission.context} lacks rotation keys {lacking}; "
+                "generate keys with circuit.rotation_indices"
+            )
+        absent = blobs.missing(conn, set(submission.inputs.values()))
+        if absent:
+            raise refusals.NotFoundError(
+                f"cannot submit the job: input blobs {sorted(absent)} are not uploaded; PUT them first"
+            )
+        done = not plan
+        conn.execute(
+            sa.insert(store.jobs).values(
+                id=job_id,
+                state="done" if done else "running",
+                label=submission.label,
+                context=submission.context,
+                circuit=submission.circuit,
+                replicas=submission.assurance.replicas,
+                outputs=outputs,
+                tasks_total=len(plan),
+                tasks_done=0,
+                tasks_failed=0,
+                created_at=now,
+                finished_at=now if done else None,
+                error=None,
+            )
+        )
+        rows = [
+            {
+                "id": task_id(job_id, index),
+                "job_id": job_id,
+                "index": index,
+                "kind": entry["kind"],
+                "context": submission.context,
+                "state": "waiting" if entry["pending"] else "ready",
+                "attempt": 0,
+                "leased_by": None,
+                "deadline": None,
+                "queued_at": None if entry["pending"] else now,
+                "pending": entry["pending"],
+                "dependents": entry["dependents"],
+                "spec": entry["spec"],
+                "done_by": None,
+                "error": None,
+                "error_by": None,
+                "error_attempt": None,
+            }
+            for index, entry in plan.items()
+        ]
+        if rows:
+            conn.execute(sa.insert(store.tasks), rows)
+        if submission.inputs:
+            conn.execute(
+                sa.insert(store.results),
+                [
+                    {"job_id": job_id, "step_id": sid, "digest": digest, "task_id": None}
+                    for sid, digest in sorted(submission.inputs.items())
+                ],
+            )
+        log = [
+            {"kind": "submitted", "at": now, "job_id": job_id, "data": {"tasks": len(plan)}},
+            *(
+                {"kind": "task_ready", "at": now, "job_id": job_id, "task_id": row["id"]}
+                for row in rows
+                if row["state"] == "ready"
+            ),
+        ]
+        if done:
+            log.append({"kind": "done", "at": now, "job_id": job_id})
+        events.append_many(conn, log)
+    return wire.JobAccepted(job_id=job_id, tasks=len(plan))
+
+
+def read_circuit(doc: Mapping[str, Any]) -> Circuit:
+    """Parse a circuit from the wire; any way it is malformed is a ProgramError."""
+    try:
+        return Circuit.from_json(doc)
+    except errors.HSwarmError as exc:
+        raise errors.ProgramError(str(exc)) from exc
+    except Exception as exc:  # untrusted structure: a crash here must be a 422, not a 500
+        raise errors.ProgramError(
+            f"cannot read the circuit: malformed ({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def task_id(job_id: str, index: int) -> str:
+    return f"{job_id}.{index}"
+
+
+def status(db: store.Store, job_id: str) -> wire.JobStatus:
+    with db.read() as conn:
+        row = conn.execute(sa.select(store.jobs).where(store.jobs.c.id == job_id)).one_or_none()
+        if row is None:
+            raise refusals.NotFoundError(f"cannot find job {job_id}: no job has that id")
+        return _status(conn, row)
+
+
+def list_jobs(db: store.Store, limit: int = 100) -> wire.JobList:
+    with db.read() as conn:
+        rows = conn.execute(sa.select(store.jobs).order_by(store.jobs.c.created_at.desc()).limit(limit)).all()
+        return wire.JobList(jobs=[_status(conn, row) for row in rows])
+
+
+def _status(conn: sa.Connection, row: Any) -> wire.JobStatus:
+    results: dict[int, str] = {}
+    if row.state == "done" and row.outputs:
+        query = sa.select(store.results.c.step_id, store.results.c.digest).where(
+            store.results.c.job_id == row.id, store.results.c.step_id.in_(row.outputs)
+        )
+        results = {sid: digest for sid, digest in conn.execute(query)}
+    return wire.JobStatus(
+        job_id=row.id,
+        state=row.state,
+        label=row.label,
+        context=row.context,
+        tasks_total=row.tasks_total,
+        tasks_done=row.tasks_done,
+        tasks_failed=row.tasks_failed,
+        created_at=row.created_at,
+        finished_at=row.finished_at,
+        results=results,
+        error=row.error,
+    )
+
+
+def _plan(circuit: Circuit) -> dict[int, dict[str, Any]]:
+    """Per task index: kind, spec, number of tasks it waits for, tasks that wait for it."""
+    bad = errors.ProgramError
+    ids = [t.id for t in circuit.tasks]
+    if sorted(ids) != list(range(len(ids))):
+        raise bad(f"cannot read the circuit: task ids must be 0..{len(ids) - 1}, got {ids}")
+    producer: dict[int, int] = {}
+    for task in circuit.tasks:
+        for sid in task.outputs:
+            if sid not in task.steps:
+                raise bad(f"cannot read the circuit: task {task.id} outputs step {sid} it does not compute")
+            if sid in producer:
+                raise bad(
+                    f"cannot read the circuit: step {sid} is output by tasks {producer[sid]} and {task.id}"
+                )
+            producer[sid] = task.id
+    needs: dict[int, set[int]] = {}
+    for task in circuit.tasks:
+        needs[task.id] = set()
+        for sid in task.inputs:
+            if 0 <= sid < len(circuit.steps) and circuit.steps[sid].op == "input":
+                continue
+            if producer.get(sid, task.id) == task.id:
+                raise bad(
+                    f"cannot read the circuit: task {task.id} reads step {sid}, which no other task outputs"
+                )
+            needs[task.id].add(producer[sid])
+    for name, term in circuit.outputs.items():
+        for sid in term.chunks:
+            if sid not in producer and not (
+                0 <= sid < len(circuit.steps) and circuit.steps[sid].op == "input"
+            ):
+                raise bad(f"cannot read the circuit: output {name!r} step {sid} is computed by no task")
+    _check_acyclic(needs)
+    dependents: dict[int, list[int]] = {t: [] for t in needs}
+    for task, deps in needs.items():
+        for dep in deps:
+            dependents[dep].append(task)
+    return {
+        task.id: {
+            "kind": task.kind,
+            "pending": len(needs[task.id]),
+            "dependents": sorted(dependents[task.id]),
+            "spec": {
+                "steps": [
+                    [s.id, s.op, list(s.args), dict(s.attrs)] for s in (circuit.steps[i] for i in task.steps)
+                ],
+                "inputs": list(task.inputs),
+                "outputs": list(task.outputs),
+            },
+        }
+        for task in circuit.tasks
+    }
+
+
+def _check_acyclic(needs: Mapping[int, set[int]]) -> None:
+    left = {task: set(deps) for task, deps in needs.items()}
+    ready = [task for task, deps in left.items() if not deps]
+    waiting_on: dict[int, list[int]] = {}
+    for task, deps in left.items():
+        for dep in deps:
+            waiting_on.setdefault(dep, []).append(task)
+    seen = 0
+    while ready:
+        task = ready.pop()
+        seen += 1
+        for other in waiting_on.get(task, []):
+            left[other].discard(task)
+            if not left[other]:
+                ready.append(other)
+    if seen != len(left):
+        stuck = sorted(task for task, deps in left.items() if deps)
+        raise errors.ProgramError(f"cannot read the circuit: tasks {stuck} depend on each other in a cycle")

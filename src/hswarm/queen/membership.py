@@ -1,0 +1,130 @@
+"""Who may work for the queen: the enrollment token, registration, bearer credentials.
+
+The enrollment token is a random secret written to ``DATA_DIR/enroll.token`` (mode
+0600) at the queen's first start; whoever can read it may enroll workers. Registration
+trades it for a worker id and a credential; the queen keeps only the credential's
+SHA-256, so a copy of the database enrolls nobody. :func:`authenticate` turns a bearer
+credential back into a worker id.
+
+It does not track liveness or leases (``queue`` does) and knows nothing of HTTP
+headers: the app extracts the bearer string.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from hswarm import wire
+from hswarm.queen import events, refusals, settings, store
+
+
+def ensure_token(path: Path) -> str:
+    """The enrollment token, created (0600, never overwritten) if there is none."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token
+
+
+def register(
+    db: store.Store, cfg: settings.QueenSettings, request: wire.Registration, now: float | None = None
+) -> wire.Enrollment:
+    """Enroll a worker that presents the enrollment token."""
+    expected = ensure_token(cfg.token_path)
+    if not secrets.compare_digest(request.token.encode(), expected.encode()):
+        raise refusals.UnauthorizedError(
+            "cannot register the worker: the enrollment token is wrong; copy DATA_DIR/enroll.token"
+        )
+    now = time.time() if now is None else now
+    worker_id = uuid.uuid4().hex
+    credential = secrets.token_urlsafe(32)
+    with db.write() as conn:
+        conn.execute(
+            sa.insert(store.workers).values(
+                id=worker_id,
+                name=request.name,
+                owner=request.owner,
+                role=request.role,
+                determinism_class=request.determinism_class,
+                executors=request.executors,
+                memory_bytes=request.memory_bytes,
+                credential_sha256=_fingerprint(credential),
+                state="alive",
+                registered_at=now,
+                last_seen=now,
+                load=0.0,
+                contexts=[],
+                done=0,
+            )
+        )
+        events.append(
+            conn,
+            "registered",
+            now,
+            worker_id=worker_id,
+            data={"name": request.name, "owner": request.owner, "role": request.role},
+        )
+    return wire.Enrollment(
+        worker_id=worker_id,
+        credential=credential,
+        heartbeat_interval_s=cfg.heartbeat_interval_s,
+        lease_ttl_s=cfg.lease_ttl_s,
+    )
+
+
+def authenticate(db: store.Store, credential: str | None) -> str:
+    """The worker id a bearer credential belongs to; UnauthorizedError otherwise."""
+    if not credential:
+        raise refusals.UnauthorizedError(
+            "cannot authenticate: no bearer credential; send Authorization: Bearer <credential>"
+        )
+    with db.read() as conn:
+        worker_id = conn.execute(
+            sa.select(store.workers.c.id).where(
+                store.workers.c.credential_sha256 == _fingerprint(credential),
+                store.workers.c.state != "gone",
+            )
+        ).scalar_one_or_none()
+    if worker_id is None:
+        raise refusals.UnauthorizedError("cannot authenticate: unknown credential; register the worker again")
+    return worker_id
+
+
+def list_workers(db: store.Store) -> wire.WorkerList:
+    w, t = store.workers, store.tasks
+    leases = (
+        sa.select(sa.func.count()).where(t.c.leased_by == w.c.id, t.c.state == "leased").scalar_subquery()
+    )
+    with db.read() as conn:
+        rows = conn.execute(sa.select(w, leases.label("leases")).order_by(w.c.registered_at)).all()
+    return wire.WorkerList(
+        workers=[
+            wire.WorkerInfo(
+                worker_id=row.id,
+                name=row.name,
+                owner=row.owner,
+                role=row.role,
+                state=row.state,
+                last_seen=row.last_seen,
+                leases=row.leases,
+                done=row.done,
+            )
+            for row in rows
+        ]
+    )
+
+
+def _fingerprint(credential: str) -> str:
+    return hashlib.sha256(credential.encode()).hexdigest()

@@ -1,0 +1,1 @@
+"""Alembic migrations of the queen's store, applied in code by ``Store.migrate``."""

@@ -1,0 +1,108 @@
+"""The worker's settings: which queen it serves, who it is, and how much it takes on.
+
+A pydantic-settings model read from ``HSWARM_*`` environment variables (keyword
+arguments win). Whoever starts a worker builds it once and passes it explicitly to
+:func:`hswarm.worker.supervisor.run`; nothing else in the worker reads the environment.
+It does not create the cache directory or contact the queen.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import socket
+from importlib import metadata
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hswarm import wire
+
+GIB = 1 << 30
+MAX_LEASE_BATCH = 64  # wire.LeaseRequest.max_tasks
+
+
+def _default_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def determinism_class() -> str:
+    """Replicas are compared only within one class: the FHE library's version and the
+    CPU architecture (floating-point steps may differ across CPU families)."""
+    try:
+        version = metadata.version("openfhe")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return f"openfhe-{version}/{platform.machine() or 'unknown'}"
+
+
+def memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 0
+
+
+class WorkerSettings(BaseSettings):
+    """Everything a worker needs to start; only the queen's URL and the token are required."""
+
+    model_config = SettingsConfigDict(env_prefix="HSWARM_", extra="ignore")
+
+    queen_url: str
+    token: SecretStr
+    name: str = Field(default_factory=_default_name, min_length=1, max_length=100)
+    owner: str = Field("", max_length=100)
+    role: wire.Role = "worker"
+    executors: int = Field(1, ge=1, le=256)
+    # OpenMP threads per executor child; None: 1 when there are several executors (their
+    # threads would oversubscribe the cores: measured 10x slower bootstraps), else the
+    # library's default (every core).
+    executor_threads: int | None = Field(None, ge=1, le=1024)
+    cache_dir: Path | None = None  # None: ./.hswarm/worker-<name>
+    cache_bytes: int = Field(2 * GIB, ge=1 << 20)
+    lease_batch: int | None = Field(None, ge=1, le=MAX_LEASE_BATCH)  # None: executors
+    long_poll_s: float = Field(10.0, ge=0.0, le=30.0)
+    http_timeout_s: float = Field(30.0, gt=0.0)
+    http_retries: int = Field(5, ge=0, le=20)
+    fault: str | None = None  # reserved: fault injection (Byzantine workers) for chaos tests
+
+    @field_validator("queen_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"cannot use queen_url {value!r}: it must start with http:// or https://")
+        return value
+
+    @field_validator("fault")
+    @classmethod
+    def _refuse_fault(cls, value: str | None) -> str | None:
+        if value is not None:
+            raise ValueError(
+                f"cannot inject fault {value!r}: fault injection is not implemented yet; unset HSWARM_FAULT"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> WorkerSettings:
+        if self.cache_dir is None:
+            safe = re.sub(r"[^A-Za-z0-9._-]", "_", self.name)
+            self.cache_dir = Path(".hswarm") / f"worker-{safe}"
+        self.cache_dir = self.cache_dir.expanduser().resolve()
+        if self.executor_threads is None and self.executors > 1:
+            self.executor_threads = 1
+        if self.lease_batch is None:
+            self.lease_batch = min(self.executors, MAX_LEASE_BATCH)
+        return self
+
+    @property
+    def cache_path(self) -> Path:
+        assert self.cache_dir is not None  # set by _derive
+        return self.cache_dir
+
+    @property
+    def batch(self) -> int:
+        assert self.lease_batch is not None  # set by _derive
+        return self.lease_batch

@@ -1,0 +1,202 @@
+"""The store and the queue services without HTTP, on SQLite and PostgreSQL: schema,
+race-free claiming, sweeping, dependencies. Time is passed in (``now``), never slept."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from queenkit import Material, chain, enroll, fake_outputs, seed_job, wide
+
+from hswarm import wire
+from hswarm.crypto import params
+from hswarm.program import Program, compile_program
+from hswarm.queen import events, queue, refusals, settings, store
+
+Settings = Callable[..., settings.QueenSettings]
+
+
+def _task(db: store.Store, task_id: str) -> Any:
+    with db.read() as conn:
+        return conn.execute(sa.select(store.tasks).where(store.tasks.c.id == task_id)).one()
+
+
+def _job(db: store.Store, job_id: str) -> Any:
+    with db.read() as conn:
+        return conn.execute(sa.select(store.jobs).where(store.jobs.c.id == job_id)).one()
+
+
+def _kinds(db: store.Store, job_id: str) -> list[str]:
+    with db.read() as conn:
+        return [e.kind for e in events.for_job(conn, job_id)]
+
+
+def _lease(
+    db: store.Store, cfg: settings.QueenSettings, worker: str, n: int = 1, now: float | None = None
+) -> Any:
+    return queue.lease(db, cfg, worker, wire.LeaseRequest(max_tasks=n), now=now).tasks
+
+
+def _done(
+    db: store.Store, cfg: settings.QueenSettings, worker: str, spec: wire.TaskSpec, now: float | None = None
+) -> Any:
+    result = wire.TaskResult(task_id=spec.task_id, attempt=spec.attempt, outputs=fake_outputs(db, spec))
+    return queue.accept_result(db, cfg, worker, result, now=now)
+
+
+def test_migrations_create_exactly_the_store_tables(db: store.Store) -> None:
+    db.migrate()  # a second run changes nothing
+    with db.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), store.metadata) == []
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0001"
+
+
+def test_concurrent_lessees_never_get_the_same_task(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings()
+    job_id = seed_job(db, fhe, wide(fhe.circuit, 48))
+    workers = [enroll(db, cfg, f"w{i}") for i in range(4)]
+    start = threading.Barrier(len(workers))
+    granted: dict[str, list[str]] = {w: [] for w in workers}
+    failures: list[BaseException] = []
+
+    def work(worker: str) -> None:
+        try:
+            start.wait()
+            while batch := _lease(db, cfg, worker, n=1 + len(granted[worker]) % 3):
+                granted[worker] += [t.task_id for t in batch]
+        except BaseException as exc:  # surfaced below: a thread cannot fail the test itself
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in workers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+    every = [tid for ids in granted.values() for tid in ids]
+    assert len(every) == len(set(every)) == 48
+    assert sum(1 for ids in granted.values() if ids) >= 2  # they really competed
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(store.tasks.c.state, store.tasks.c.attempt).where(store.tasks.c.job_id == job_id)
+        )
+        assert {tuple(r) for r in rows} == {("leased", 1)}
+
+
+def test_sweeper_returns_an_expired_lease_and_refuses_its_late_result(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings(lease_ttl_s=30.0)
+    worker = enroll(db, cfg)
+    job_id = seed_job(db, fhe, chain(fhe.circuit))
+    t0 = 1_000_000.0
+    (spec,) = _lease(db, cfg, worker, now=t0)
+    assert spec.deadline == t0 + 30.0
+    assert queue.sweep(db, cfg, now=t0 + 29.0)["expired"] == 0
+    assert queue.sweep(db, cfg, now=t0 + 31.0)["expired"] == 1
+    row = _task(db, spec.task_id)
+    assert (row.state, row.leased_by, row.attempt) == ("ready", None, 1)
+    with pytest.raises(refusals.ConflictError):
+        _done(db, cfg, worker, spec, now=t0 + 32.0)
+    (again,) = _lease(db, cfg, worker, now=t0 + 33.0)
+    assert again.task_id == spec.task_id and again.attempt == 2
+    assert _kinds(db, job_id)[-3:] == ["task_leased", "task_ready", "task_leased"]
+
+
+def test_last_attempt_expiring_fails_the_job(db: store.Store, make_settings: Settings, fhe: Material) -> None:
+    cfg = make_settings(lease_ttl_s=10.0, max_attempts=1)
+    worker = enroll(db, cfg)
+    job_id = seed_job(db, fhe, chain(fhe.circuit))
+    _lease(db, cfg, worker, now=100.0)
+    queue.sweep(db, cfg, now=111.0)
+    job = _job(db, job_id)
+    assert job.state == "failed" and "lease_expired" in job.error and job.tasks_failed == 4
+    assert _kinds(db, job_id)[-2:] == ["task_failed", "failed"]
+    assert _lease(db, cfg, worker, now=112.0) == []
+
+
+def test_silent_worker_turns_suspect_then_dead_and_loses_its_leases(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings(lease_ttl_s=1000.0, suspect_after_s=15.0, dead_after_s=45.0)
+    t0 = 2_000_000.0
+    silent, busy = enroll(db, cfg, "silent"), enroll(db, cfg, "busy")
+    seed_job(db, fhe, chain(fhe.circuit))
+    (spec,) = _lease(db, cfg, silent, now=t0)
+    queue.heartbeat(db, cfg, busy, wire.Heartbeat(), now=t0 + 40.0)
+    report = queue.sweep(db, cfg, now=t0 + 16.0)
+    assert report["suspect"] >= 1 and report["dead"] == 0
+    report = queue.sweep(db, cfg, now=t0 + 46.0)
+    assert (report["dead"], report["requeued"]) == (1, 1)
+    states = {w.name: w.state for w in _workers(db)}
+    assert states == {"silent": "dead", "busy": "alive"}
+    (taken,) = _lease(db, cfg, busy, now=t0 + 47.0)
+    assert taken.task_id == spec.task_id and taken.attempt == 2
+    # the dead worker comes back: alive again, but its old lease is gone
+    reply = queue.heartbeat(db, cfg, silent, wire.Heartbeat(leases=[spec.task_id]), now=t0 + 48.0)
+    assert reply.cancelled == [spec.task_id] and reply.renewed == []
+    assert {w.name: w.state for w in _workers(db)}["silent"] == "alive"
+
+
+def _workers(db: store.Store) -> list[Any]:
+    with db.read() as conn:
+        return conn.execute(sa.select(store.workers)).all()
+
+
+def test_dependent_becomes_ready_once_when_its_inputs_finish_together(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings()
+    p = Program()
+    x, y = p.input("x", 8), p.input("y", 8)
+    p.output("c", (x * y) * (x + y))
+    diamond = chain(compile_program(p, params.preset("insecure-bfv", allow_insecure=True)))
+    assert [t["deps"] for t in diamond["tasks"]] == [[], [], [0, 1]]
+    w1, w2 = enroll(db, cfg, "w1"), enroll(db, cfg, "w2")
+    for _ in range(4):
+        job_id = seed_job(db, fhe, diamond)
+        first, second = _lease(db, cfg, w1), _lease(db, cfg, w2)
+        assert len(first) == len(second) == 1
+        start = threading.Barrier(2)
+
+        def finish(worker: str, spec: wire.TaskSpec, start: threading.Barrier = start) -> None:
+            start.wait()
+            _done(db, cfg, worker, spec)
+
+        threads = [threading.Thread(target=finish, args=a) for a in ((w1, first[0]), (w2, second[0]))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        last = _task(db, f"{job_id}.2")
+        assert (last.state, last.pending) == ("ready", 0)
+        assert _kinds(db, job_id).count("task_ready") == 3
+        (spec,) = _lease(db, cfg, w1)
+        assert set(spec.inputs) == {2, 3}
+        _done(db, cfg, w1, spec)
+        job = _job(db, job_id)
+        assert (job.state, job.tasks_done) == ("done", 3)
+
+
+def test_heartbeat_renews_only_unexpired_leases_of_the_caller(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings(lease_ttl_s=10.0)
+    worker = enroll(db, cfg)
+    seed_job(db, fhe, wide(fhe.circuit, 2))
+    first, second = _lease(db, cfg, worker, n=2, now=100.0)
+    reply = queue.heartbeat(db, cfg, worker, wire.Heartbeat(leases=[first.task_id]), now=108.0)
+    assert (reply.renewed, reply.cancelled, reply.deadline) == ([first.task_id], [], 118.0)
+    assert _task(db, second.task_id).deadline == 110.0  # not listed: not renewed
+    late = queue.heartbeat(db, cfg, worker, wire.Heartbeat(leases=[first.task_id, second.task_id]), now=111.0)
+    assert (late.renewed, late.cancelled) == ([first.task_id], [second.task_id])
+    _done(db, cfg, worker, first, now=117.0)  # within the renewed deadline
+    with pytest.raises(refusals.ConflictError, match="expired"):
+        _done(db, cfg, worker, second, now=112.0)
