@@ -84,6 +84,23 @@ def test_sdk_jobs_for_each_scheme(preset: str, tmp_path: Path) -> None:
         asyncio.run(scenario(swarm))
 
 
+def test_sync_client_for_scripts(tmp_path: Path) -> None:
+    from hswarm.client import SyncSwarmClient
+
+    with LocalSwarm(2) as swarm:
+        config = SwarmConfig(
+            queen_url=swarm.url,
+            preset="insecure-bgv",
+            allow_insecure=True,
+            key_path=tmp_path / "sync.keys",
+            timeout_s=240,
+            progress=False,
+        )
+        with SyncSwarmClient(config) as client:
+            x = client.encrypt([3, -1, 4, 1, -5])
+            assert list(client.decrypt(x * x - x)) == [6, 2, 12, 0, 30]
+
+
 def _deep_program(copies: int) -> tuple[Program, dict[str, np.ndarray]]:
     p = Program()
     values = {}
