@@ -172,10 +172,7 @@ class SwarmClient:
         program = _slice(self._program, value.expr)
         circuit = compile_program(program, self.params)
         self.last_circuit = circuit
-        if not set(circuit.rotation_indices) <= set(keys.rotation_indices):
-            keys = keys.with_rotations(circuit.rotation_indices)
-            keys.save(self.config.resolved_key_path())
-            self.keys = keys
+        keys = self._keys_for(circuit)
         results = await self._run(keys, transport, circuit, label)
         return runtime.decrypt_outputs(keys, circuit, results)["result"]
 
@@ -186,14 +183,20 @@ class SwarmClient:
         decrypt every named output here."""
         keys, transport = self._ready()
         circuit = compile_program(program, self.params)
-        if not set(circuit.rotation_indices) <= set(keys.rotation_indices):
-            keys = keys.with_rotations(circuit.rotation_indices)
-            keys.save(self.config.resolved_key_path())
-            self.keys = keys
+        keys = self._keys_for(circuit)
         encrypted = runtime.encrypt_inputs(keys, circuit, values)
         self.last_circuit = circuit
         results = await self._submit(keys, transport, circuit, encrypted, label)
         return runtime.decrypt_outputs(keys, circuit, results)
+
+    def _keys_for(self, circuit: Circuit) -> KeySet:
+        """The key set, extended (and saved) with rotation keys the circuit needs."""
+        keys, _ = self._ready()
+        if not set(circuit.rotation_indices) <= set(keys.rotation_indices):
+            keys = keys.with_rotations(circuit.rotation_indices)
+            keys.save(self.config.resolved_key_path())
+            self.keys = keys
+        return keys
 
     async def _upload(self, transport: QueenTransport, data: bytes, context: bool = False) -> str:
         from hswarm.crypto.public import digest
