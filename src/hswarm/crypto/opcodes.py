@@ -17,6 +17,8 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from hswarm import errors
 
 
@@ -118,10 +120,22 @@ def _numbers_problem(values: Any, exact: bool, limit: int | None, what: str = "v
         return f"must be a non-empty list of {what}"
     if limit is not None and len(values) > limit:
         return f"has {len(values)} entries, more than {limit}"
-    for value in values:
-        problem = _number_problem(value, exact)
-        if problem:
-            return problem
+    # Vectorized: a per-element Python check cost ~0.5 ms per 1024-value plaintext, more
+    # than the homomorphic addition it guards (benchmarks/ops.py).
+    try:
+        array = np.asarray(values) if not any(type(v) is bool for v in values) else None
+    except (ValueError, TypeError):  # ragged nesting
+        array = None
+    if array is None or array.ndim != 1 or array.dtype.kind not in "iuf":
+        bad = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+        if bad is None:
+            return "must hold numbers that fit in 64 bits"
+        return f"must hold numbers, got {type(bad).__name__}"
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)):
+            return "must hold finite numbers"
+        if exact and not np.all(array == np.round(array)):
+            return "must hold integers for BFV/BGV"
     return None
 
 
