@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 
@@ -43,7 +43,6 @@ class LocalSwarm:
         db_url: str | None = None,
         queen_env: dict[str, str] | None = None,
         worker_args: list[str] | None = None,
-        log: IO[str] | None = None,
     ) -> None:
         self._tmp = None if root else tempfile.TemporaryDirectory(prefix="hswarm-")
         self.root = Path(root or self._tmp.name)  # type: ignore[union-attr]
@@ -55,7 +54,6 @@ class LocalSwarm:
         self.count = workers
         self.queen: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
-        self._log = log
 
     # -- processes ----------------------------------------------------------------------
 

@@ -72,6 +72,19 @@ class EncodingError(HSwarmError):
     """cannot encode the values: they do not fit the scheme (type, range or length)."""
 
 
+class QueenError(HSwarmError):
+    """cannot complete the request: the queen refused it."""
+
+    def __init__(self, message: str | None = None, *, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class QueenUnreachableError(QueenError):
+    """cannot reach the queen: check its URL and that it is running."""
+
+
 class DecryptionError(HSwarmError):
     """cannot decrypt the ciphertext."""
 

@@ -29,7 +29,7 @@ import numpy as np
 
 from hswarm import errors, runtime, wire
 from hswarm.client.config import SwarmConfig
-from hswarm.client.transport import QueenTransport, QueenUnreachable
+from hswarm.client.transport import QueenTransport
 from hswarm.crypto.keys import KeySet, generate_keys
 from hswarm.crypto.params import Params, preset
 from hswarm.program import Circuit, Expr, Program, compile_program
@@ -203,7 +203,7 @@ class SwarmClient:
 
         key = digest(data)
         if key not in self._uploaded:
-            await (transport.put_context(data) if context else transport.put_blob(data))
+            await (transport.put_context(key, data) if context else transport.put_blob(key, data))
             self._uploaded.add(key)
         return key
 
@@ -260,7 +260,7 @@ class SwarmClient:
             while True:
                 try:
                     status = await transport.job(accepted.job_id)
-                except QueenUnreachable:
+                except errors.QueenUnreachableError:
                     # A restarting queen resumes every job from its store: keep following.
                     if time.monotonic() > deadline:
                         raise

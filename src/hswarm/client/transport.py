@@ -15,19 +15,6 @@ from hswarm import errors, wire
 from hswarm.crypto.public import digest as content_digest
 
 
-class QueenError(errors.HSwarmError):
-    """the queen refused the request."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(f"{message} (HTTP {status}, {code})")
-        self.status = status
-        self.code = code
-
-
-class QueenUnreachable(errors.HSwarmError):
-    """cannot reach the queen: is it running, and is the URL right?"""
-
-
 class QueenTransport:
     def __init__(self, base_url: str, timeout_s: float = 60.0) -> None:
         self._http = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
@@ -39,28 +26,29 @@ class QueenTransport:
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
-            raise QueenUnreachable(f"cannot reach the queen at {self._http.base_url}: {exc!r}") from exc
+            raise errors.QueenUnreachableError(
+                f"cannot reach the queen at {self._http.base_url}: {exc!r}"
+            ) from exc
         if response.status_code >= 400:
             try:
                 body = wire.ErrorBody.model_validate(response.json())
                 code, message = body.code, body.message
             except ValueError:
                 code, message = "http_error", response.text[:300]
-            raise QueenError(response.status_code, code, f"cannot {method} {path}: {message}")
+            raise errors.QueenError(
+                f"cannot {method} {path}: {message}", status=response.status_code, code=code
+            )
         return response
 
     async def ready(self) -> None:
         await self._request("GET", "/readyz")
 
-    async def put_blob(self, data: bytes) -> str:
-        key = content_digest(data)
+    async def put_blob(self, key: str, data: bytes) -> None:
+        """Upload bytes whose digest the caller computed (the queen checks it again)."""
         await self._request("PUT", f"/v1/blobs/{key}", content=data)
-        return key
 
-    async def put_context(self, data: bytes) -> str:
-        key = content_digest(data)
+    async def put_context(self, key: str, data: bytes) -> None:
         await self._request("PUT", f"/v1/contexts/{key}", content=data)
-        return key
 
     async def get_blob(self, key: str) -> bytes:
         data = (await self._request("GET", f"/v1/blobs/{key}")).content

@@ -11,7 +11,6 @@ This module encodes and decodes; it neither encrypts (``keys``) nor evaluates.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -19,10 +18,6 @@ import numpy as np
 from hswarm import errors
 from hswarm.crypto.context import native
 from hswarm.crypto.params import Params
-
-
-def chunk_count(length: int, slots: int) -> int:
-    return max(1, math.ceil(length / slots))
 
 
 def split(values: Any, params: Params) -> list[np.ndarray]:

@@ -39,13 +39,8 @@ _FEATURES = (openfhe.PKE, openfhe.KEYSWITCH, openfhe.LEVELEDSHE, openfhe.ADVANCE
 
 def native(what: str, error: type[errors.HSwarmError], call: Callable[..., T], *args: Any) -> T:
     """Call OpenFHE; turn any native exception into ``error`` naming ``what`` failed."""
-    try:
+    with wrapped(what, error):
         return call(*args)
-    except errors.HSwarmError:
-        raise
-    except Exception as exc:  # OpenFHE raises RuntimeError, ValueError, MemoryError...
-        detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-        raise error(f"cannot {what}: {detail}") from exc
 
 
 @contextlib.contextmanager
@@ -55,7 +50,7 @@ def wrapped(what: str, error: type[errors.HSwarmError]) -> Iterator[None]:
         yield
     except errors.HSwarmError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # OpenFHE raises RuntimeError, ValueError, MemoryError...
         detail = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
         raise error(f"cannot {what}: {detail}") from exc
 

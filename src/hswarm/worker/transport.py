@@ -32,17 +32,9 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 CHUNK = 1 << 20
 
 
-class QueenError(errors.HSwarmError):
-    """cannot complete the request: the queen refused it."""
-
-    def __init__(self, message: str, *, status: int = 0, code: str = "") -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-class QueenUnreachableError(QueenError):
-    """cannot reach the queen: check HSWARM_QUEEN_URL and that the queen is running."""
+# Shared with the client; named here too because the supervisor catches them from here.
+QueenError = errors.QueenError
+QueenUnreachableError = errors.QueenUnreachableError
 
 
 class _Retryable(Exception):
