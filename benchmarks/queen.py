@@ -4,10 +4,13 @@ Not a test. Part 1 starts a real queen (``hswarm queen`` subprocess) on SQLite a
 PostgreSQL, submits one job of T trivial tasks (independent ``x + 1`` chunks: the queen
 never looks inside ciphertexts, so every task's input and output is the same small
 blob), and drives it with W protocol-level workers (threads with keep-alive HTTP
-clients) that lease B tasks at a time and post a result per task at once. It prints
-tasks/s from submission to completion and the p50/p99 latency of lease and result
-calls. Part 2 (``--demo``) runs the demo workload through a local swarm with 1 and 2
-worker processes and through local evaluation in one process, for comparison.
+clients) that lease B tasks at a time and post their results: one request per result
+when B is 1, one ``/v1/workers/results`` batch per lease otherwise. Each batch size runs
+unverified (one replica per task) and verified (a quorum of 2 replicas from distinct
+owners, as jobs get by default). It prints accepted tasks/s from submission to
+completion and the p50/p99 latency of lease and result calls (the queen's scheduling
+overhead per call). Part 2 (``--demo``) runs the demo workload through a local swarm
+with 1 and 2 worker processes and through local evaluation in one process.
 
     .venv/bin/python benchmarks/queen.py [--tasks 2000] [--workers 4] [--batch 1,16] [--demo]
 """
@@ -73,17 +76,34 @@ def _worker(
             grant = http.post(
                 "/v1/workers/lease", json=wire.LeaseRequest(max_tasks=batch, wait_s=0.5).model_dump()
             )
+            grant.raise_for_status()
             lat["lease"].append(time.perf_counter() - t)
-            for task in wire.LeaseGrant.model_validate(grant.json()).tasks:
-                result = wire.TaskResult(
+            results = [
+                wire.TaskResult(
                     task_id=task.task_id, attempt=task.attempt, outputs={o: blob_digest for o in task.outputs}
                 )
+                for task in wire.LeaseGrant.model_validate(grant.json()).tasks
+            ]
+            if batch == 1:
+                for result in results:
+                    t = time.perf_counter()
+                    http.post("/v1/workers/result", json=result.model_dump(mode="json")).raise_for_status()
+                    lat["result"].append(time.perf_counter() - t)
+            elif results:
                 t = time.perf_counter()
-                http.post("/v1/workers/result", json=result.model_dump(mode="json")).raise_for_status()
+                body = wire.ResultBatch(results=results).model_dump(mode="json")
+                receipts = wire.ReceiptBatch.model_validate(
+                    http.post("/v1/workers/results", json=body).json()
+                )
                 lat["result"].append(time.perf_counter() - t)
+                refused = [r.error for r in receipts.receipts if not r.accepted]
+                if refused:
+                    raise RuntimeError(f"results refused: {refused[:3]}")
 
 
-def _throughput(db_url: str | None, label: str, tasks: int, workers: int, batch: int) -> dict[str, Any]:
+def _throughput(
+    db_url: str | None, label: str, tasks: int, workers: int, batch: int, verify: bool
+) -> dict[str, Any]:
     circuit, context, inputs, blob = _job(tasks)
     with LocalSwarm(0, db_url=db_url) as swarm, httpx.Client(base_url=swarm.url, timeout=120) as http:
         http.put(f"/v1/contexts/{digest(context)}", content=context).raise_for_status()
@@ -99,7 +119,12 @@ def _throughput(db_url: str | None, label: str, tasks: int, workers: int, batch:
         for thread in threads:
             thread.start()
         time.sleep(0.5)  # registered and polling
-        submission = wire.JobSubmission(circuit=circuit, context=digest(context), inputs=inputs)
+        submission = wire.JobSubmission(
+            circuit=circuit,
+            context=digest(context),
+            inputs=inputs,
+            assurance=wire.Assurance(quorum=2, verify=verify),
+        )
         started = time.perf_counter()
         job = wire.JobAccepted.model_validate(
             http.post("/v1/jobs", json=submission.model_dump(mode="json")).json()
@@ -116,6 +141,7 @@ def _throughput(db_url: str | None, label: str, tasks: int, workers: int, batch:
     return {
         "db": label,
         "batch": batch,
+        "verified": verify,
         "workers": workers,
         "tasks": tasks,
         "state": status.state,
@@ -156,11 +182,11 @@ def _demo_rows() -> list[dict[str, Any]]:
     rows.append(
         {"how": "local evaluation, one process", "workers": 0, "seconds": time.perf_counter() - started}
     )
-    for workers in (1, 2):
-        report = demo.run_demo(workers, "insecure-ckks", None, True)
+    for workers, verify in ((1, False), (2, False), (2, True), (3, True)):
+        report = demo.run_demo(workers, "insecure-ckks", None, True, verify=verify)
         rows.append(
             {
-                "how": f"swarm, {workers} worker process(es)",
+                "how": f"swarm, {workers} worker process(es), {'verified' if verify else 'unverified'}",
                 "workers": workers,
                 "seconds": report["job_seconds"],
                 "correct": report["correct"],
@@ -179,21 +205,23 @@ def main() -> int:
     print(
         f"# queen benchmark\n\n- machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}\n- queen and {args.workers} protocol workers share "
-        f"this machine's cores; trivial tasks, one result per request\n"
+        f"this machine's cores; trivial tasks; batch 1 posts one result per request, larger "
+        f"batches post one results batch per lease; verified = quorum of 2 distinct owners\n"
     )
     pg_url, pg = _postgres()
     dbs = [(None, "sqlite")] + ([(pg_url, "postgresql")] if pg_url else [])
     print(
-        "| db | lease batch | workers | tasks | state | seconds | tasks/s | lease p50/p99 ms | "
+        "| db | batch | verified | workers | tasks | state | seconds | tasks/s | lease p50/p99 ms | "
         "result p50/p99 ms |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|")
     try:
         for url, label in dbs:
-            for batch in [int(b) for b in args.batch.split(",")]:
-                r = _throughput(url, label, args.tasks, args.workers, batch)
+            for batch, verify in [(int(b), v) for b in args.batch.split(",") for v in (False, True)]:
+                r = _throughput(url, label, args.tasks, args.workers, batch, verify)
                 print(
-                    f"| {r['db']} | {r['batch']} | {r['workers']} | {r['tasks']} | {r['state']} | "
+                    f"| {r['db']} | {r['batch']} | {'yes' if verify else 'no'} | {r['workers']} | "
+                    f"{r['tasks']} | {r['state']} | "
                     f"{r['seconds']:.2f} | {r['tasks_per_s']:.0f} | {r['lease_p50_ms']:.1f} / "
                     f"{r['lease_p99_ms']:.1f} | {r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} |",
                     flush=True,

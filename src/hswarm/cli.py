@@ -6,6 +6,8 @@
 - ``hswarm status`` — workers and jobs of a queen, as tables.
 - ``hswarm example`` — a workload evaluated locally in this process (the reference).
 - ``hswarm presets`` — the parameter presets.
+- ``hswarm chaos run`` — a chaos scenario on real processes (liars, crashes, restarts).
+- ``hswarm simulate`` — a discrete-event simulation of a large swarm (simulated figures).
 
 Errors from hswarm are printed as one line and exit with status 2; a wrong result exits
 with status 1. Handlers parse arguments and call one function; they hold no logic.
@@ -129,12 +131,22 @@ def _demo(args: argparse.Namespace) -> int:
     allow = args.allow_insecure or None
     if args.preset.startswith("insecure-") and allow is None:
         allow = True  # the demo's own default: said loudly below and in the report
-    print(f"hswarm demo: starting a queen and {args.workers} workers on loopback ...", flush=True)
-    report = demo.run_demo(args.workers, args.preset, args.slots, allow)
+    print(
+        f"hswarm demo: starting a queen, {args.workers} honest workers and {args.byzantine} "
+        f"lying ({args.fault}) on loopback ...",
+        flush=True,
+    )
+    report = demo.run_demo(args.workers, args.preset, args.slots, allow, args.byzantine, args.fault)
     print(f"  parameters   {report['params']}")
     if report["insecure"]:
         print("               (test-size ring for a quick demo; --preset ckks runs it at 128-bit security)")
     print(f"  swarm        {report['workers']} workers, {report['tasks']} tasks over HTTP (SQLite queen)")
+    a = report["assurance"]
+    print(
+        f"  verified     {a['replicas']} replica results for {report['tasks']} tasks (quorum {a['quorum']}, "
+        f"f={a['faults']}); {a['disagreements']} disputed, {a['lies']} lie(s) caught, "
+        f"{len(a['quarantined'])} worker(s) quarantined"
+    )
     print(
         f"  agreement    {report['agreement']:.2%} of {report['rows']} predictions match the plaintext model"
     )
@@ -177,6 +189,44 @@ def _presets(_: argparse.Namespace) -> int:
     return 0
 
 
+def _chaos(args: argparse.Namespace) -> int:
+    from hswarm import chaos
+
+    if args.action == "list":
+        for name, scenario in chaos.SCENARIOS.items():
+            print(f"{name:20} {scenario.about}")
+        return 0
+    print(f"hswarm chaos: running {args.scenario} and its fault-free twin on loopback ...", flush=True)
+    report = chaos.run(args.scenario, seed=args.seed)
+    print(chaos.summary(report))
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if chaos.passed(report) else 1
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from hswarm.swarm import routing, simulator
+
+    strategies = routing.STRATEGIES if args.strategy == "all" else (args.strategy,)
+    results = [
+        simulator.simulate(
+            simulator.SimConfig(
+                workers=args.workers,
+                byzantine=args.byzantine,
+                jobs=args.jobs,
+                tasks_per_job=args.tasks,
+                strategy=strategy,
+                seed=args.seed,
+            )
+        )
+        for strategy in strategies
+    ]
+    print(simulator.format_report(results[0]) if len(results) == 1 else simulator.format_comparison(results))
+    if args.report:
+        Path(args.report).write_text(json.dumps({"simulated": True, "runs": results}, indent=2) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hswarm", description="Homomorphic Swarm: verified FHE computation over untrusted workers."
@@ -198,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     example.set_defaults(run=_example)
 
     demo = commands.add_parser("demo", help="run the encrypted workload on a local swarm (the main job)")
-    demo.add_argument("--workers", type=int, default=3, help="local worker processes (default 3)")
+    demo.add_argument("--workers", type=int, default=3, help="honest local worker processes (default 3)")
+    demo.add_argument(
+        "--byzantine", type=int, default=1, help="extra workers that lie on purpose (default 1; 0: none)"
+    )
+    demo.add_argument(
+        "--fault", default="wrong-value", help="what the lying workers do (default wrong-value; see worker)"
+    )
     demo.add_argument("--report", help="write a JSON report to this path")
     demo.add_argument("--preset", default="insecure-ckks", help="parameter preset (default insecure-ckks)")
     demo.add_argument("--slots", type=int, default=None, help="slots per ciphertext (fewer: more tasks)")
@@ -221,8 +277,21 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--cache-bytes", type=int, default=None, help="disk cache budget in bytes")
     worker.add_argument("--cache-dir", default=None, help="disk cache directory")
     worker.add_argument("--name", default=None, help="worker name")
-    worker.add_argument("--fault", default=None, help="fault injection (tests and chaos only)")
+    worker.add_argument(
+        "--fault",
+        default=None,
+        metavar="MODE",
+        help="fault injection, tests and chaos only (or HSWARM_FAULT): garbage, wrong-value, replay, "
+        "bitflip, slow[:SECONDS], crash, collude:GROUP, sleeper:N; the queen must allow faulty workers",
+    )
     worker.set_defaults(run=_worker)
+
+    chaos = commands.add_parser("chaos", help="run a chaos scenario on a local swarm (real processes)")
+    chaos.add_argument("action", choices=["run", "list"], help="run a scenario, or list them")
+    chaos.add_argument("--scenario", default="byzantine-threshold", help="scenario name (see: chaos list)")
+    chaos.add_argument("--seed", type=int, default=7, help="seed for data and chaos (default 7)")
+    chaos.add_argument("--report", help="write a JSON report to this path")
+    chaos.set_defaults(run=_chaos)
 
     status = commands.add_parser("status", help="show a queen's workers and jobs")
     status.add_argument("--queen", default="http://127.0.0.1:8470")
@@ -230,6 +299,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     presets = commands.add_parser("presets", help="list parameter presets")
     presets.set_defaults(run=_presets)
+
+    from hswarm.swarm.routing import STRATEGIES
+
+    simulate = commands.add_parser(
+        "simulate", help="simulate a large swarm in virtual time (simulated figures, no FHE is run)"
+    )
+    simulate.add_argument("--workers", type=int, default=100, help="simulated workers (default 100)")
+    simulate.add_argument("--byzantine", type=float, default=0.0, help="Byzantine fraction (default 0)")
+    simulate.add_argument(
+        "--strategy", choices=[*STRATEGIES, "all"], default="all", help="routing (default all)"
+    )
+    simulate.add_argument("--jobs", type=int, default=20, help="jobs, all submitted at once (default 20)")
+    simulate.add_argument("--tasks", type=int, default=200, help="tasks per job (default 200)")
+    simulate.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    simulate.add_argument("--report", help="write the results as JSON to this path")
+    simulate.set_defaults(run=_simulate)
     return parser
 
 

@@ -3,8 +3,9 @@
 :class:`LocalSwarm` starts the real ``hswarm queen`` and ``hswarm worker`` commands as
 subprocesses in a temporary directory (SQLite by default), waits until the queen is
 ready, and stops everything on exit — the demo and the acceptance tests use it.
-:func:`run_demo` runs the logistic-regression workload through it with the client SDK
-and checks the decrypted predictions against the plaintext model.
+:func:`run_demo` runs the logistic-regression workload through it with the client SDK,
+with some workers lying on purpose (``--fault``), and checks the decrypted predictions
+against the plaintext model and the job's assurance report against the liars.
 """
 
 from __future__ import annotations
@@ -148,7 +149,7 @@ class LocalSwarm:
 
 
 async def _run_workload(
-    url: str, root: Path, preset: str, slots: int, allow_insecure: bool | None
+    url: str, root: Path, preset: str, slots: int, allow_insecure: bool | None, verify: bool
 ) -> dict[str, Any]:
     from hswarm.client import SwarmClient, SwarmConfig
     from hswarm.workloads import logistic_regression
@@ -160,32 +161,49 @@ async def _run_workload(
         preset_overrides={"depth": workload.params.depth, "slots": workload.params.slots},
         allow_insecure=allow_insecure,
         key_path=root / "client.keys",
+        verify=verify,
     )
     async with SwarmClient(config) as client:
         outputs = await client.run(workload.program, workload.inputs, label="logistic-regression")
-        circuit = client.last_circuit
+        circuit, job = client.last_circuit, client.last_job
     check = workload.check(outputs)
-    assert circuit is not None
-    return {"check": check, "tasks": len(circuit.tasks), "params": workload.params}
+    assert circuit is not None and job is not None
+    return {"check": check, "tasks": len(circuit.tasks), "params": workload.params, "job": job}
 
 
-def run_demo(workers: int, preset: str, slots: int, allow_insecure: bool | None) -> dict[str, Any]:
-    """Start a local swarm, run the workload, stop; return the report."""
+def run_demo(
+    workers: int,
+    preset: str,
+    slots: int,
+    allow_insecure: bool | None,
+    byzantine: int = 0,
+    fault: str = "wrong-value",
+    verify: bool = True,
+) -> dict[str, Any]:
+    """Start a local swarm of ``workers`` honest workers and ``byzantine`` ones that inject
+    ``fault``, run the workload (verified unless ``verify`` is False), stop; return the report."""
     started = time.perf_counter()
-    with LocalSwarm(workers) as swarm:
+    env = {"HSWARM_ALLOW_FAULTY_WORKERS": "1"} if byzantine else {}
+    with LocalSwarm(workers, queen_env=env) as swarm:
+        for i in range(workers, workers + byzantine):
+            swarm.start_worker(i, ["--fault", fault])
         ready = time.perf_counter()
-        result = asyncio.run(_run_workload(swarm.url, swarm.root, preset, slots, allow_insecure))
+        result = asyncio.run(_run_workload(swarm.url, swarm.root, preset, slots, allow_insecure, verify))
         finished = time.perf_counter()
     params = result["params"]
     check = result["check"]
+    assurance = result["job"].assurance
     return {
         "workload": "logistic-regression (breast-cancer, scikit-learn)",
         "correct": bool(check["correct"]),
         "agreement": check["agreement"],
         "max_probability_error": check["max_probability_error"],
         "rows": check["rows"],
-        "workers": workers,
+        "workers": workers + byzantine,
+        "byzantine": byzantine,
+        "fault": fault if byzantine else None,
         "tasks": result["tasks"],
+        "assurance": assurance.model_dump(),
         "params": params.label,
         "insecure": params.insecure,
         "seconds": round(finished - started, 3),

@@ -18,6 +18,8 @@ Endpoints (all JSON unless said; errors are ``ErrorBody`` with a stable ``code``
 - ``POST /v1/workers/lease``           ``LeaseRequest`` -> ``LeaseGrant`` (long poll)
 - ``POST /v1/workers/heartbeat``       ``Heartbeat`` -> ``HeartbeatReply``
 - ``POST /v1/workers/result``          ``TaskResult`` -> ``ResultReceipt``
+- ``POST /v1/workers/results``         ``ResultBatch`` -> ``ReceiptBatch``
+- ``POST /v1/workers/{id}/release``    operator: end a quarantine (enrollment token)
 - ``GET  /v1/workers``                 ``WorkerList``
 - ``GET  /healthz``, ``GET /readyz``
 
@@ -66,9 +68,15 @@ class ErrorBody(Message):
 
 
 class Assurance(Message):
-    """How much verification a job asks for (replication and audits: Byzantine issue)."""
+    """How a job's results are verified (docs/verification.md).
 
-    replicas: int = Field(1, ge=1, le=7)
+    ``quorum`` matching replicas from distinct owners accept a task; the queen raises it
+    to f+1 (its ``faults`` setting) so that f liars can never outvote the truth.
+    ``verify=False`` runs every task once, unverified: the job's report says so.
+    """
+
+    quorum: int = Field(2, ge=1, le=7)
+    verify: bool = True
 
 
 class JobSubmission(Message):
@@ -96,6 +104,22 @@ class JobAccepted(Message):
     tasks: int
 
 
+class AssuranceReport(Message):
+    """What verification a job got, and the bound on a wrong result slipping through."""
+
+    verified: bool  # False: the job asked for verify=False
+    quorum: int  # matching distinct-owner votes a replicated task needs (max(q, f+1))
+    faults: int  # f, the Byzantine workers the queen assumes
+    replicas: int  # executions voted (all tasks)
+    unreplicated: int  # tasks accepted on one trusted worker's vote (adaptive replication)
+    audits: int  # guardian re-executions of such tasks
+    disagreements: int  # tasks whose replicas returned different digests
+    lies: int  # votes proven wrong
+    quarantined: list[str]  # workers quarantined for a lie in this job
+    reexecuted: int  # tasks re-run because their worker was caught lying
+    wrong_bound: float  # worst-case probability that an accepted result is wrong
+
+
 class JobStatus(Message):
     job_id: str
     state: JobState
@@ -108,6 +132,8 @@ class JobStatus(Message):
     finished_at: float | None
     results: dict[int, Digest]  # output step id -> ciphertext digest, once done
     error: str | None = None
+    waiting: str | None = None  # why ready tasks find no eligible worker, if they do not
+    assurance: AssuranceReport
 
 
 class JobList(Message):
@@ -117,7 +143,9 @@ class JobList(Message):
 class JobEvent(Message):
     seq: int
     job_id: str
-    kind: str  # submitted | task_ready | task_leased | task_done | task_failed | done | failed
+    # submitted | task_ready | task_leased | task_voted | task_disputed | task_done | task_failed
+    # | task_reset | lie | done | failed
+    kind: str
     task_id: str | None = None
     at: float
     data: dict[str, Any] = {}
@@ -134,6 +162,9 @@ class Registration(Message):
     determinism_class: str = Field(..., min_length=1, max_length=200)
     executors: int = Field(1, ge=1, le=256)
     memory_bytes: int = Field(0, ge=0)
+    # A fault-injection mode (tests and chaos only): the queen refuses the worker unless
+    # its settings allow faulty workers. Declared, so a faulty worker is never mistaken.
+    fault: str | None = Field(None, max_length=100)
 
 
 class Enrollment(Message):
@@ -196,6 +227,17 @@ class TaskResult(Message):
 class ResultReceipt(Message):
     accepted: bool
     duplicate: bool = False
+    error: ErrorBody | None = None  # in a batch: why this result was refused (nothing changed)
+
+
+class ResultBatch(Message):
+    """Several results in one request; each is taken or refused on its own."""
+
+    results: list[TaskResult] = Field(..., min_length=1, max_length=256)
+
+
+class ReceiptBatch(Message):
+    receipts: list[ResultReceipt]  # in the order of the results
 
 
 class WorkerInfo(Message):
@@ -207,6 +249,10 @@ class WorkerInfo(Message):
     last_seen: float
     leases: int
     done: int
+    streak: int  # consecutive verified results (adaptive replication trusts long streaks)
+    lies: int
+    quarantined: bool  # caught lying: no more leases until an operator releases it
+    quarantined_at: float | None = None
 
 
 class WorkerList(Message):

@@ -23,7 +23,10 @@ class SwarmConfig(BaseSettings):
     timeout_s: float = 600.0
     poll_interval_s: float = 0.2
     progress: bool | None = None  # None: a bar when stderr is a terminal
-    replicas: int = Field(1, ge=1, le=7)
+    # Verification (docs/verification.md): matching replicas from distinct owners per task
+    # (the queen raises it to f + 1); verify=False runs each task once, unverified.
+    quorum: int = Field(2, ge=1, le=7)
+    verify: bool = True
 
     def resolved_key_path(self) -> Path:
         if self.key_path is not None:

@@ -5,8 +5,9 @@ vectors into lazy :class:`EncryptedVector` handles, and on :meth:`SwarmClient.de
 compiles what the handle depends on, uploads the public context and the input
 ciphertexts (by digest, once each), submits the job, follows it to the end (a progress bar
 on a terminal), downloads the result blobs, checks their digests and decrypts locally.
-Only the public context ever leaves the process. Verification of results by replicas is
-the queen's job (Byzantine issue); this module checks integrity of what it downloads.
+Only the public context ever leaves the process. Verification of results (replicas, a
+digest quorum, audits) is the queen's job; the job's ``assurance`` report says what it
+got, and this module checks the integrity of what it downloads.
 
 Usage (inside ``async`` code)::
 
@@ -231,7 +232,7 @@ class SwarmClient:
                 circuit=circuit.to_json(),
                 context=context,
                 inputs=inputs,
-                assurance=wire.Assurance(replicas=self.config.replicas),
+                assurance=wire.Assurance(quorum=self.config.quorum, verify=self.config.verify),
                 label=label,
             )
         )

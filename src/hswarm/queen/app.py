@@ -3,10 +3,10 @@
 Handlers are thin: they parse (pydantic models of ``hswarm.wire``), call one service
 (``jobs``, ``queue``, ``membership``, ``contexts``, ``blobs``, ``events``) in a worker
 thread so the event loop never waits on the database, and return its answer. Every
-error becomes an ``ErrorBody`` in :data:`ERROR_CODES` and the handlers below it, the
-one place where domain errors meet status codes. The lifespan opens the store (running
-the migrations), creates the enrollment token, sweeps once (a restarted queen takes
-back expired leases at once) and runs the sweeper until shutdown.
+error becomes an ``ErrorBody`` by ``refusals.ERROR_CODES`` in the handlers below. The
+lifespan opens the store (running the migrations), creates the enrollment token, sweeps
+once (a restarted queen takes back expired leases at once) and runs the sweeper until
+shutdown.
 
 It holds no state of its own beyond the running :class:`Queen`'s handles, and never
 imports ``openfhe``: the only native parsing (of contexts) happens in a forked child.
@@ -34,23 +34,10 @@ from starlette.concurrency import run_in_threadpool
 
 from hswarm import errors, wire
 from hswarm.queen import blobs, contexts, events, jobs, membership, queue, refusals, settings, store
+from hswarm.swarm import routing
 
 log = logging.getLogger("hswarm.queen")
 WS_NOT_FOUND = 4404  # WebSocket close code for an unknown job (HTTP 404 in the 4000 range)
-
-# First match wins: subclasses before their bases.
-ERROR_CODES: tuple[tuple[type[Exception], int, str], ...] = (
-    (refusals.NotFoundError, 404, "not_found"),
-    (refusals.ConflictError, 409, "conflict"),
-    (refusals.UnauthorizedError, 401, "unauthorized"),
-    (refusals.TooLargeError, 413, "too_large"),
-    (refusals.StoreUnavailableError, 503, "not_ready"),
-    (errors.DigestMismatchError, 422, "digest_mismatch"),
-    (errors.SecretKeyLeakError, 422, "secret_key"),
-    (errors.DeserializationError, 422, "bad_context"),
-    (errors.HSwarmError, 422, "invalid"),  # ProgramError, ParamsError, ...
-    (sa.exc.OperationalError, 503, "not_ready"),
-)
 
 
 @dataclasses.dataclass
@@ -61,6 +48,9 @@ class Queen:
     store: store.Store
     blobs: blobs.BlobStore
     bell: queue.Doorbell
+    credentials: membership.Credentials
+    # Pheromone trails are soft state: kept in memory, relearned after a restart.
+    trails: routing.Trails | None
 
 
 def open_queen(cfg: settings.QueenSettings) -> Queen:
@@ -70,7 +60,8 @@ def open_queen(cfg: settings.QueenSettings) -> Queen:
     db = store.Store(cfg.db_url)
     db.migrate()
     queue.sweep(db, cfg)
-    return Queen(cfg, db, blobs.BlobStore(cfg.blob_dir), queue.Doorbell())
+    trails = routing.Trails(cfg.pheromone_params()) if cfg.routing == "pheromone" else None
+    return Queen(cfg, db, blobs.BlobStore(cfg.blob_dir), queue.Doorbell(), membership.Credentials(), trails)
 
 
 def create_app(cfg: settings.QueenSettings) -> fastapi.FastAPI:
@@ -121,7 +112,9 @@ async def _sweep_forever(queen: Queen) -> None:
     while True:  # open_queen has just swept: wait first
         await asyncio.sleep(queen.settings.sweep_interval_s)
         try:
-            report = await run_in_threadpool(queue.sweep, queen.store, queen.settings)
+            report = await run_in_threadpool(
+                functools.partial(queue.sweep, trails=queen.trails), queen.store, queen.settings
+            )
             if report["expired"] or report["requeued"]:
                 queen.bell.ring()
         except Exception:  # the sweeper must outlive a database hiccup
@@ -139,7 +132,7 @@ def _error(
 
 
 async def _domain_error(_request: fastapi.Request, exc: Exception) -> responses.JSONResponse:
-    status, code = next((s, c) for kind, s, c in ERROR_CODES if isinstance(exc, kind))
+    status, code = refusals.classify(exc)
     message = str(exc) if isinstance(exc, errors.HSwarmError) else "cannot reach the store: try again later"
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return _error(status, code, message, headers)
@@ -183,17 +176,20 @@ def _queen(request: fastapi.Request) -> Queen:
     return request.app.state.queen
 
 
-async def _worker(request: fastapi.Request, queen: Annotated[Queen, fastapi.Depends(_queen)]) -> str:
+def _bearer(request: fastapi.Request) -> str | None:
     scheme, _, credential = request.headers.get("authorization", "").partition(" ")
-    bearer = credential.strip() if scheme.lower() == "bearer" else None
-    return await run_in_threadpool(membership.authenticate, queen.store, bearer)
+    return credential.strip() if scheme.lower() == "bearer" else None
+
+
+async def _worker(request: fastapi.Request, queen: Annotated[Queen, fastapi.Depends(_queen)]) -> str:
+    return await run_in_threadpool(queen.credentials.authenticate, queen.store, _bearer(request))
 
 
 QueenDep = Annotated[Queen, fastapi.Depends(_queen)]
 WorkerDep = Annotated[str, fastapi.Depends(_worker)]
 DigestPath = Annotated[str, fastapi.Path(pattern=wire.DIGEST_PATTERN)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": wire.ErrorBody} for status in (400, 401, 404, 409, 413, 422, 503)
+    status: {"model": wire.ErrorBody} for status in (400, 401, 403, 404, 409, 413, 422, 503)
 }
 _RAW_BODY = {
     "requestBody": {
@@ -255,19 +251,19 @@ async def put_context(
 
 @router.post("/v1/jobs", tags=["jobs"], status_code=201)
 async def submit_job(body: wire.JobSubmission, queen: QueenDep) -> wire.JobAccepted:
-    accepted = await run_in_threadpool(jobs.submit, queen.store, body)
+    accepted = await run_in_threadpool(jobs.submit, queen.store, queen.settings, body)
     queen.bell.ring()
     return accepted
 
 
 @router.get("/v1/jobs", tags=["jobs"])
 async def list_jobs(queen: QueenDep) -> wire.JobList:
-    return await run_in_threadpool(jobs.list_jobs, queen.store)
+    return await run_in_threadpool(jobs.list_jobs, queen.store, queen.settings)
 
 
 @router.get("/v1/jobs/{job_id}", tags=["jobs"])
 async def job_status(job_id: str, queen: QueenDep) -> wire.JobStatus:
-    return await run_in_threadpool(jobs.status, queen.store, job_id)
+    return await run_in_threadpool(jobs.status, queen.store, queen.settings, job_id)
 
 
 @router.websocket("/v1/jobs/{job_id}/events")
@@ -275,7 +271,7 @@ async def job_events(websocket: fastapi.WebSocket, job_id: str) -> None:
     queen: Queen = websocket.app.state.queen
     await websocket.accept()  # before any close: a close before accept reaches clients as a bare 403
     try:
-        await run_in_threadpool(jobs.status, queen.store, job_id)
+        await run_in_threadpool(jobs.status, queen.store, queen.settings, job_id)
     except refusals.NotFoundError as exc:
         await websocket.close(code=WS_NOT_FOUND, reason=str(exc)[:120])
         return
@@ -289,7 +285,7 @@ async def register(body: wire.Registration, queen: QueenDep) -> wire.Enrollment:
 
 @router.post("/v1/workers/lease", tags=["workers"])
 async def lease(body: wire.LeaseRequest, worker: WorkerDep, queen: QueenDep) -> wire.LeaseGrant:
-    return await queue.wait_for_lease(queen.store, queen.settings, worker, body, queen.bell)
+    return await queue.wait_for_lease(queen.store, queen.settings, worker, body, queen.bell, queen.trails)
 
 
 @router.post("/v1/workers/heartbeat", tags=["workers"])
@@ -299,9 +295,32 @@ async def heartbeat(body: wire.Heartbeat, worker: WorkerDep, queen: QueenDep) ->
 
 @router.post("/v1/workers/result", tags=["workers"])
 async def result(body: wire.TaskResult, worker: WorkerDep, queen: QueenDep) -> wire.ResultReceipt:
-    receipt = await run_in_threadpool(queue.accept_result, queen.store, queen.settings, worker, body)
+    receipt = await run_in_threadpool(
+        functools.partial(queue.accept_result, trails=queen.trails), queen.store, queen.settings, worker, body
+    )
     queen.bell.ring()
     return receipt
+
+
+@router.post("/v1/workers/results", tags=["workers"])
+async def results(body: wire.ResultBatch, worker: WorkerDep, queen: QueenDep) -> wire.ReceiptBatch:
+    receipts = await run_in_threadpool(
+        functools.partial(queue.accept_results, trails=queen.trails),
+        queen.store,
+        queen.settings,
+        worker,
+        body.results,
+    )
+    queen.bell.ring()
+    return wire.ReceiptBatch(receipts=receipts)
+
+
+@router.post("/v1/workers/{worker_id}/release", tags=["workers"])
+async def release(worker_id: str, request: fastapi.Request, queen: QueenDep) -> wire.WorkerInfo:
+    membership.check_operator(queen.settings, _bearer(request))
+    await run_in_threadpool(queue.release, queen.store, worker_id)
+    listed = await run_in_threadpool(membership.list_workers, queen.store, worker_id)
+    return listed.workers[0]
 
 
 @router.get("/v1/workers", tags=["workers"])

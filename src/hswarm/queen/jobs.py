@@ -23,11 +23,20 @@ import sqlalchemy as sa
 
 from hswarm import errors, wire
 from hswarm.program.circuit import Circuit
-from hswarm.queen import blobs, contexts, events, refusals, store
+from hswarm.queen import blobs, contexts, events, membership, refusals, settings, store
+from hswarm.swarm import assurance
 
 
-def submit(db: store.Store, submission: wire.JobSubmission, now: float | None = None) -> wire.JobAccepted:
+def submit(
+    db: store.Store, cfg: settings.QueenSettings, submission: wire.JobSubmission, now: float | None = None
+) -> wire.JobAccepted:
     circuit = read_circuit(submission.circuit)
+    verify = submission.assurance.verify
+    need = max(submission.assurance.quorum, cfg.faults + 1) if verify else 1
+    if need > cfg.max_replicas:
+        raise errors.ProgramError(
+            f"cannot submit the job: quorum {need} is more than the queen's max_replicas {cfg.max_replicas}"
+        )
     plan = _plan(circuit)
     inputs = {s.id for s in circuit.steps if s.op == "input"}
     if set(submission.inputs) != inputs:
@@ -65,7 +74,9 @@ def submit(db: store.Store, submission: wire.JobSubmission, now: float | None = 
                 label=submission.label,
                 context=submission.context,
                 circuit=submission.circuit,
-                replicas=submission.assurance.replicas,
+                quorum=need,
+                verify=verify,
+                reexecuted=0,
                 outputs=outputs,
                 tasks_total=len(plan),
                 tasks_done=0,
@@ -84,16 +95,18 @@ def submit(db: store.Store, submission: wire.JobSubmission, now: float | None = 
                 "context": submission.context,
                 "state": "waiting" if entry["pending"] else "ready",
                 "attempt": 0,
-                "leased_by": None,
-                "deadline": None,
                 "queued_at": None if entry["pending"] else now,
                 "pending": entry["pending"],
                 "dependents": entry["dependents"],
                 "spec": entry["spec"],
-                "done_by": None,
                 "error": None,
-                "error_by": None,
-                "error_attempt": None,
+                "wanted": 0 if entry["pending"] else need,
+                "in_flight": 0,
+                "failures": 0,
+                "single": False,
+                "audit": False,
+                "dclass": None,
+                "digest": None,
             }
             for index, entry in plan.items()
         ]
@@ -137,21 +150,21 @@ def task_id(job_id: str, index: int) -> str:
     return f"{job_id}.{index}"
 
 
-def status(db: store.Store, job_id: str) -> wire.JobStatus:
+def status(db: store.Store, cfg: settings.QueenSettings, job_id: str) -> wire.JobStatus:
     with db.read() as conn:
         row = conn.execute(sa.select(store.jobs).where(store.jobs.c.id == job_id)).one_or_none()
         if row is None:
             raise refusals.NotFoundError(f"cannot find job {job_id}: no job has that id")
-        return _status(conn, row)
+        return _status(conn, cfg, row)
 
 
-def list_jobs(db: store.Store, limit: int = 100) -> wire.JobList:
+def list_jobs(db: store.Store, cfg: settings.QueenSettings, limit: int = 100) -> wire.JobList:
     with db.read() as conn:
         rows = conn.execute(sa.select(store.jobs).order_by(store.jobs.c.created_at.desc()).limit(limit)).all()
-        return wire.JobList(jobs=[_status(conn, row) for row in rows])
+        return wire.JobList(jobs=[_status(conn, cfg, row) for row in rows])
 
 
-def _status(conn: sa.Connection, row: Any) -> wire.JobStatus:
+def _status(conn: sa.Connection, cfg: settings.QueenSettings, row: Any) -> wire.JobStatus:
     results: dict[int, str] = {}
     if row.state == "done" and row.outputs:
         query = sa.select(store.results.c.step_id, store.results.c.digest).where(
@@ -170,6 +183,68 @@ def _status(conn: sa.Connection, row: Any) -> wire.JobStatus:
         finished_at=row.finished_at,
         results=results,
         error=row.error,
+        waiting=_waiting(conn, row) if row.state == "running" else None,
+        assurance=_assurance(conn, cfg, row),
+    )
+
+
+def _assurance(conn: sa.Connection, cfg: settings.QueenSettings, job: Any) -> wire.AssuranceReport:
+    """The job's verification so far, from its replicas (cancelled ones are history)."""
+    r, t = store.replicas, store.tasks
+    voted = conn.execute(
+        sa.select(r.c.task_id, r.c.digest, r.c.audit, r.c.verdict, r.c.worker_id).where(
+            r.c.job_id == job.id, r.c.state == "voted"
+        )
+    ).all()
+    digests: dict[str, set[str]] = {}
+    for task_id, digest, _audit, _verdict, _worker in voted:
+        digests.setdefault(task_id, set()).add(digest)
+    liars = conn.execute(
+        sa.select(r.c.worker_id).where(r.c.job_id == job.id, r.c.verdict == "lied").distinct()
+    ).scalars()
+    lies = conn.execute(
+        sa.select(sa.func.count()).where(r.c.job_id == job.id, r.c.verdict == "lied")
+    ).scalar_one()
+    single = (
+        conn.execute(sa.select(t.c.audit).where(t.c.job_id == job.id, t.c.state == "done", t.c.single))
+        .scalars()
+        .all()
+    )
+    faults = cfg.faults if job.verify else 0
+    unaudited = sum(1 for audited in single if not audited)
+    bound = assurance.wrong_result_bound(faults, unaudited, cfg.audit_rate) if job.verify else 1.0
+    return wire.AssuranceReport(
+        verified=bool(job.verify),
+        quorum=job.quorum,
+        faults=faults,
+        replicas=len(voted),
+        unreplicated=len(single),
+        audits=sum(1 for v in voted if v.audit),
+        disagreements=sum(1 for d in digests.values() if len(d) > 1),
+        lies=lies,
+        quarantined=sorted(liars),
+        reexecuted=job.reexecuted,
+        wrong_bound=bound,
+    )
+
+
+def _waiting(conn: sa.Connection, job: Any) -> str | None:
+    """Why the job's ready tasks may find no worker: too few distinct owners are eligible."""
+    t, w = store.tasks, store.workers
+    ready = conn.execute(sa.select(t.c.id).where(t.c.job_id == job.id, t.c.state == "ready").limit(1)).first()
+    if ready is None:
+        return None
+    owners = {
+        membership.owner_key(owner, wid)
+        for wid, owner in conn.execute(
+            sa.select(w.c.id, w.c.owner).where(w.c.state == "alive", ~w.c.quarantined)
+        )
+    }
+    if len(owners) >= job.quorum:
+        return None
+    return (
+        f"its tasks need {job.quorum} matching results from workers of distinct owners; "
+        f"{len(owners)} owner(s) have a live worker that is not quarantined"
     )
 
 

@@ -47,6 +47,11 @@ def register(
         raise refusals.UnauthorizedError(
             "cannot register the worker: the enrollment token is wrong; copy DATA_DIR/enroll.token"
         )
+    if request.fault is not None and not cfg.allow_faulty_workers:
+        raise refusals.ForbiddenError(
+            f"cannot register the worker: it injects fault {request.fault!r} and this queen does not "
+            "allow faulty workers (HSWARM_ALLOW_FAULTY_WORKERS=1, for tests and chaos only)"
+        )
     now = time.time() if now is None else now
     worker_id = uuid.uuid4().hex
     credential = secrets.token_urlsafe(32)
@@ -74,7 +79,7 @@ def register(
             "registered",
             now,
             worker_id=worker_id,
-            data={"name": request.name, "owner": request.owner, "role": request.role},
+            data={"name": request.name, "owner": request.owner, "role": request.role, "fault": request.fault},
         )
     return wire.Enrollment(
         worker_id=worker_id,
@@ -82,6 +87,40 @@ def register(
         heartbeat_interval_s=cfg.heartbeat_interval_s,
         lease_ttl_s=cfg.lease_ttl_s,
     )
+
+
+def owner_key(owner: str, worker_id: str) -> str:
+    """Replicas of a task go to distinct owners; a worker without a label is its own owner."""
+    return owner if owner else f"worker:{worker_id}"
+
+
+def check_operator(cfg: settings.QueenSettings, bearer: str | None) -> None:
+    """Operator calls present the enrollment token (roles and JWTs come with the security work)."""
+    expected = ensure_token(cfg.token_path)
+    if not bearer or not secrets.compare_digest(bearer.encode(), expected.encode()):
+        raise refusals.UnauthorizedError(
+            "cannot authorize the operator call: send Authorization: Bearer <DATA_DIR/enroll.token>"
+        )
+
+
+class Credentials:
+    """Bearer credential -> worker id, remembered for ``ttl_s`` so that a busy worker's
+    requests do not each cost a query. Thread-safe enough: a dict of immutable tuples."""
+
+    def __init__(self, ttl_s: float = 10.0) -> None:
+        self.ttl_s = ttl_s
+        self._known: dict[str, tuple[str, float]] = {}
+
+    def authenticate(self, db: store.Store, credential: str | None) -> str:
+        if credential:
+            hit = self._known.get(credential)
+            if hit is not None and hit[1] > time.monotonic():
+                return hit[0]
+        worker_id = authenticate(db, credential)
+        if len(self._known) > 10_000:
+            self._known.clear()
+        self._known[credential or ""] = (worker_id, time.monotonic() + self.ttl_s)
+        return worker_id
 
 
 def authenticate(db: store.Store, credential: str | None) -> str:
@@ -102,13 +141,19 @@ def authenticate(db: store.Store, credential: str | None) -> str:
     return worker_id
 
 
-def list_workers(db: store.Store) -> wire.WorkerList:
-    w, t = store.workers, store.tasks
+def list_workers(db: store.Store, worker_id: str | None = None) -> wire.WorkerList:
+    """Every worker, or the one named (NotFoundError if there is none)."""
+    w, r = store.workers, store.replicas
     leases = (
-        sa.select(sa.func.count()).where(t.c.leased_by == w.c.id, t.c.state == "leased").scalar_subquery()
+        sa.select(sa.func.count()).where(r.c.worker_id == w.c.id, r.c.state == "leased").scalar_subquery()
     )
+    query = sa.select(w, leases.label("leases")).order_by(w.c.registered_at)
+    if worker_id is not None:
+        query = query.where(w.c.id == worker_id)
     with db.read() as conn:
-        rows = conn.execute(sa.select(w, leases.label("leases")).order_by(w.c.registered_at)).all()
+        rows = conn.execute(query).all()
+    if worker_id is not None and not rows:
+        raise refusals.NotFoundError(f"cannot find worker {worker_id}: no worker has that id")
     return wire.WorkerList(
         workers=[
             wire.WorkerInfo(
@@ -120,6 +165,10 @@ def list_workers(db: store.Store) -> wire.WorkerList:
                 last_seen=row.last_seen,
                 leases=row.leases,
                 done=row.done,
+                streak=row.streak,
+                lies=row.lies,
+                quarantined=bool(row.quarantined),
+                quarantined_at=row.quarantined_at,
             )
             for row in rows
         ]

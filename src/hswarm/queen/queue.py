@@ -1,38 +1,51 @@
-"""The task queue: leases, heartbeats, results, and the sweeper that takes leases back.
+"""The task queue: replicas, leases, votes, verdicts, and the sweeper that takes leases back.
 
-A task moves ``waiting → ready → leased → done``; a lease is one claim, numbered by the
-task's ``attempt``. The rules of ``docs/protocol.md``:
+A task moves ``waiting → ready → leased → done``. It is ``ready`` while it *wants*
+replicas and ``leased`` while every wanted replica is out; each replica is one lease of
+one worker, numbered by the task's ``attempt`` counter, and ends as a vote (its outputs'
+digest), an error, or lost (expired, its worker dead or caught lying). The rules of
+``docs/protocol.md`` and ``docs/verification.md``:
 
-- :func:`lease` claims up to ``max_tasks`` ready tasks race-free (``Store.write`` plus
-  ``store.claim_ready``), increments ``attempt`` and sets ``deadline = now + lease_ttl_s``;
-  :func:`wait_for_lease` long-polls it without blocking the event loop.
+- :func:`lease` offers a worker ready tasks it is eligible for (its determinism class, no
+  replica of its owner yet, audits for guardians first), picks among them with the
+  routing strategy of ``swarm.routing``, and decides there whether adaptive replication
+  (``swarm.reputation``) lets a trusted worker run a fresh task alone, and whether a
+  guardian audits it.
 - :func:`heartbeat` renews the caller's unexpired leases and names the ones it lost.
-- :func:`accept_result` takes a result only from the lease holder, for that attempt,
-  before the deadline; a repeat of an accepted result is a duplicate that changes
-  nothing. Outputs make dependents ready and finish the job with its last task; an
-  ``error`` re-queues the task until ``max_attempts`` claims, then fails the job.
-- :func:`sweep` returns expired leases to the queue (or fails the job when the task has
-  used its attempts), marks silent workers suspect, then dead, and re-queues a dead
-  worker's leases at once.
+- :func:`accept_results` records each result as a vote, only from the lease holder, for
+  that attempt, before the deadline; a repeat is a duplicate that changes nothing. When
+  a task has no replica out, ``swarm.quorum.judge`` decides: accepted (outputs become
+  the job's results, dependents get ready, voters gain standing and pheromone, every
+  liar is quarantined and its unconfirmed results in open jobs are re-run), more
+  replicas, or undecidable (the job fails). An error result or a lost lease counts
+  against ``max_attempts``.
+- :func:`sweep` returns expired leases, marks silent workers suspect, then dead, and
+  takes back a dead worker's leases at once.
 
 Every state change appends an event in the same transaction. It knows nothing of HTTP
-and never looks inside a blob; replication and quorum (``swarm``) come later.
+and never looks inside a blob.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import json
+import random
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
 
 from hswarm import errors, wire
-from hswarm.queen import blobs, events, refusals, settings, store
+from hswarm.queen import blobs, events, membership, refusals, settings, store
+from hswarm.swarm import quorum, reputation, routing
 
-_T, _W, _J = store.tasks, store.workers, store.jobs
+_T, _W, _J, _R = store.tasks, store.workers, store.jobs, store.replicas
 
 
 class Doorbell:
@@ -50,6 +63,7 @@ class Doorbell:
             await asyncio.wait_for(self._event.wait(), timeout_s)
 
 
+OTHERS_SAMPLE = 32  # other workers a routing decision compares the asker with
 # How often a long poll looks again without a ring: another queen process sharing a
 # PostgreSQL store, or a lease that expires, rings no bell here.
 POLL_INTERVAL_S = 0.5
@@ -61,15 +75,23 @@ async def wait_for_lease(
     worker_id: str,
     request: wire.LeaseRequest,
     bell: Doorbell,
+    trails: routing.Trails | None = None,
 ) -> wire.LeaseGrant:
     """:func:`lease`, retried until a task is granted or ``wait_s`` has passed."""
     give_up = time.monotonic() + min(request.wait_s, cfg.long_poll_max_s)
+    take = functools.partial(lease, trails=trails)
     while True:
-        grant = await anyio.to_thread.run_sync(lease, db, cfg, worker_id, request)
+        grant = await anyio.to_thread.run_sync(take, db, cfg, worker_id, request)
         left = give_up - time.monotonic()
         if grant.tasks or left <= 0:
             return grant
         await bell.wait(min(left, POLL_INTERVAL_S))
+
+
+def vote_digest(outputs: dict[int, str]) -> str:
+    """One digest for a task's whole result: what replicas are compared on."""
+    canonical = json.dumps({str(k): v for k, v in sorted(outputs.items())}, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def lease(
@@ -78,40 +100,119 @@ def lease(
     worker_id: str,
     request: wire.LeaseRequest,
     now: float | None = None,
+    rng: random.Random | None = None,
+    trails: routing.Trails | None = None,
 ) -> wire.LeaseGrant:
-    """Claim up to ``request.max_tasks`` ready tasks for a worker, without waiting."""
+    """Lease up to ``request.max_tasks`` replicas of ready tasks to a worker, without waiting."""
     with db.read() as conn:  # most polls find nothing: don't take the write lock for them
+        _check_not_quarantined(_worker(conn, worker_id))
         if conn.execute(sa.select(_T.c.id).where(_T.c.state == "ready").limit(1)).first() is None:
             return wire.LeaseGrant(tasks=[])
     now = time.time() if now is None else now
-    with db.write() as conn:
-        ids = store.claim_ready(conn, request.max_tasks, list(request.contexts))
-        if not ids:
-            return wire.LeaseGrant(tasks=[])
-        deadline = now + cfg.lease_ttl_s
-        conn.execute(
-            sa.update(_T)
-            .where(_T.c.id.in_(ids))
-            .values(state="leased", leased_by=worker_id, attempt=_T.c.attempt + 1, deadline=deadline)
-        )
-        _touch(conn, worker_id, now)
-        rows = conn.execute(sa.select(_T).where(_T.c.id.in_(ids)).order_by(_T.c.queued_at, _T.c.id)).all()
-        known = _job_values(conn, rows)
-        events.append_many(
+    rng = rng or random.Random()
+
+    def claim(conn: sa.Connection) -> wire.LeaseGrant:
+        me = _touch(conn, worker_id, now)
+        _check_not_quarantined(me)
+        owner = membership.owner_key(me.owner, me.id)
+        guardian = me.role == "guardian"
+        rows = store.ready_for(
             conn,
-            [
+            owner=owner,
+            worker_id=me.id,
+            dclass=me.determinism_class,
+            may_audit=guardian or not _guardians_alive(conn),
+            audits_first=guardian,
+            limit=max(4 * request.max_tasks, 16),
+        )
+        chosen = _route(conn, cfg, me, request, rows, now, rng, trails)
+        if not chosen:
+            return wire.LeaseGrant(tasks=[])
+        policies = _policies(conn, cfg, {row.job_id for row in chosen})
+        trust = cfg.trust_policy()
+        standing = _standing(me)
+        deadline = now + cfg.lease_ttl_s
+        replicas, updates, log = [], [], []
+        for row in chosen:
+            verify, need = policies[row.job_id]
+            single, audit, wanted, auditing = row.single, row.audit, row.wanted - 1, False
+            if single and audit and row.attempt > 0:
+                auditing = True  # the trusted worker has its replica; this one checks it
+            elif (
+                verify
+                and need > 1
+                and row.attempt == 0
+                and not reputation.should_replicate(standing, trust, rng.random())
+            ):
+                single, wanted = True, 0  # adaptive replication: a trusted worker runs it alone
+                if reputation.should_audit(trust, rng.random()):
+                    audit, wanted = True, 1
+            attempt = row.attempt + 1
+            updates.append(
+                {
+                    "tid": row.id,
+                    "attempt": attempt,
+                    "wanted": wanted,
+                    "in_flight": row.in_flight + 1,
+                    "single": single,
+                    "audit": audit,
+                    "dclass": me.determinism_class,
+                    "state": "ready" if wanted > 0 else "leased",
+                }
+            )
+            replicas.append(
+                {
+                    "task_id": row.id,
+                    "attempt": attempt,
+                    "job_id": row.job_id,
+                    "worker_id": me.id,
+                    "owner": owner,
+                    "dclass": me.determinism_class,
+                    "guardian": guardian,
+                    "audit": auditing,
+                    "state": "leased",
+                    "leased_at": now,
+                    "deadline": deadline,
+                }
+            )
+            data = {"worker_id": me.id, "attempt": attempt}
+            if single and row.attempt == 0:
+                data["single"] = True
+            if auditing:
+                data["audit"] = True
+            log.append(
                 {
                     "kind": "task_leased",
                     "at": now,
                     "job_id": row.job_id,
                     "task_id": row.id,
-                    "worker_id": worker_id,
-                    "data": {"worker_id": worker_id, "attempt": row.attempt},
+                    "worker_id": me.id,
+                    "data": data,
                 }
-                for row in rows
-            ],
+            )
+        conn.execute(
+            sa.update(_T)
+            .where(_T.c.id == sa.bindparam("tid"))
+            .values(
+                attempt=sa.bindparam("attempt"),
+                wanted=sa.bindparam("wanted"),
+                in_flight=sa.bindparam("in_flight"),
+                single=sa.bindparam("single"),
+                audit=sa.bindparam("audit"),
+                dclass=sa.bindparam("dclass"),
+                state=sa.bindparam("state"),
+            ),
+            updates,
         )
-    return wire.LeaseGrant(tasks=[_spec(row, known[row.job_id]) for row in rows])
+        conn.execute(sa.insert(_R), replicas)
+        events.append_many(conn, log)
+        known = _job_values(conn, chosen)
+        by_id = {u["tid"]: u for u in updates}
+        return wire.LeaseGrant(
+            tasks=[_spec(row, by_id[row.id]["attempt"], deadline, known[row.job_id]) for row in chosen]
+        )
+
+    return db.run_write(claim)
 
 
 def heartbeat(
@@ -124,23 +225,27 @@ def heartbeat(
     """Renew the listed leases this worker still holds; the others are cancelled."""
     now = time.time() if now is None else now
     deadline = now + cfg.lease_ttl_s
-    with db.write() as conn:
+
+    def renew(conn: sa.Connection) -> set[str]:
         renewed: set[str] = set()
         if beat.leases:
             renewed = set(
                 conn.execute(
-                    sa.update(_T)
+                    sa.update(_R)
                     .where(
-                        _T.c.id.in_(sorted(set(beat.leases))),
-                        _T.c.leased_by == worker_id,
-                        _T.c.state == "leased",
-                        _T.c.deadline >= now,
+                        _R.c.task_id.in_(sorted(set(beat.leases))),
+                        _R.c.worker_id == worker_id,
+                        _R.c.state == "leased",
+                        _R.c.deadline >= now,
                     )
                     .values(deadline=deadline)
-                    .returning(_T.c.id)
+                    .returning(_R.c.task_id)
                 ).scalars()
             )
         _touch(conn, worker_id, now, load=beat.load, contexts=list(beat.contexts))
+        return renewed
+
+    renewed = db.run_write(renew)
     return wire.HeartbeatReply(
         renewed=[t for t in beat.leases if t in renewed],
         cancelled=[t for t in beat.leases if t not in renewed],
@@ -154,65 +259,79 @@ def accept_result(
     worker_id: str,
     result: wire.TaskResult,
     now: float | None = None,
+    trails: routing.Trails | None = None,
 ) -> wire.ResultReceipt:
-    """Record a task's outputs (or its error) from the worker that holds its lease."""
-    if result.error is not None and result.outputs:
-        raise errors.ProgramError("cannot accept the result: send outputs or an error, not both")
+    """One result; a refusal is raised (the HTTP status says why)."""
     now = time.time() if now is None else now
-    with db.write() as conn:
-        row = conn.execute(sa.select(_T).where(_T.c.id == result.task_id).with_for_update()).one_or_none()
-        if row is None:
-            raise refusals.NotFoundError(f"cannot accept the result: no task {result.task_id}")
-        if _is_repeat(conn, row, worker_id, result):
-            return wire.ResultReceipt(accepted=True, duplicate=True)
-        if row.state != "leased" or row.leased_by != worker_id or row.attempt != result.attempt:
-            raise refusals.ConflictError(
-                f"cannot accept the result for task {row.id} attempt {result.attempt}: it is not leased "
-                f"to this worker for that attempt (task is {row.state}, attempt {row.attempt}); "
-                "drop it and lease again"
-            )
-        if row.deadline < now:
-            raise refusals.ConflictError(
-                f"cannot accept the result for task {row.id}: its lease expired {now - row.deadline:.1f} s "
-                "ago; heartbeat more often than lease_ttl_s"
-            )
-        if result.error is not None:
-            conn.execute(
-                sa.update(_T)
-                .where(_T.c.id == row.id)
-                .values(error=result.error, error_by=worker_id, error_attempt=result.attempt)
-            )
-            _requeue_or_fail(conn, cfg, row, now, "error", result.error)
-        else:
-            _record_outputs(conn, row, worker_id, result, now)
-        _touch(conn, worker_id, now)
-    return wire.ResultReceipt(accepted=True)
+
+    def record(conn: sa.Connection) -> wire.ResultReceipt:
+        receipt = _accept(conn, cfg, _worker(conn, worker_id), result, now, trails)
+        if not receipt.duplicate:
+            _touch(conn, worker_id, now)
+        return receipt
+
+    return db.run_write(record)
 
 
-def sweep(db: store.Store, cfg: settings.QueenSettings, now: float | None = None) -> dict[str, int]:
+def accept_results(
+    db: store.Store,
+    cfg: settings.QueenSettings,
+    worker_id: str,
+    results: Iterable[wire.TaskResult],
+    now: float | None = None,
+    trails: routing.Trails | None = None,
+) -> list[wire.ResultReceipt]:
+    """Several results in one transaction; each is taken or refused on its own (a refused
+    one changes nothing: every check runs before that result's first write)."""
+    now = time.time() if now is None else now
+    batch = list(results)
+    order = sorted(range(len(batch)), key=lambda i: batch[i].task_id)  # one lock order for all
+
+    def record(conn: sa.Connection) -> list[wire.ResultReceipt]:
+        me = _worker(conn, worker_id)
+        receipts: dict[int, wire.ResultReceipt] = {}
+        for i in order:
+            try:
+                receipts[i] = _accept(conn, cfg, me, batch[i], now, trails)
+            except errors.HSwarmError as exc:
+                _status, code = refusals.classify(exc)
+                body = wire.ErrorBody(code=code, message=str(exc))
+                receipts[i] = wire.ResultReceipt(accepted=False, error=body)
+        if any(r.accepted and not r.duplicate for r in receipts.values()):
+            _touch(conn, worker_id, now)
+        return [receipts[i] for i in range(len(batch))]
+
+    return db.run_write(record)
+
+
+def sweep(
+    db: store.Store,
+    cfg: settings.QueenSettings,
+    now: float | None = None,
+    trails: routing.Trails | None = None,
+) -> dict[str, int]:
     """Take back expired leases and leases of dead workers; mark silent workers.
     Returns how many leases were expired or requeued and workers marked."""
     now = time.time() if now is None else now
     suspect_before, dead_before = now - cfg.suspect_after_s, now - cfg.dead_after_s
-    expired_q = sa.select(_T).where(_T.c.state == "leased", _T.c.deadline < now)
+    expired_q = sa.select(_R).where(_R.c.state == "leased", _R.c.deadline < now)
     dying_q = sa.select(_W.c.id).where(_W.c.state.in_(("alive", "suspect")), _W.c.last_seen < dead_before)
     silent_q = sa.select(_W.c.id).where(_W.c.state == "alive", _W.c.last_seen < suspect_before)
     with db.read() as conn:
         if not any(conn.execute(q.limit(1)).first() for q in (expired_q, dying_q, silent_q)):
             return {"expired": 0, "dead": 0, "suspect": 0, "requeued": 0}
-    report = {"expired": 0, "dead": 0, "suspect": 0, "requeued": 0}
-    with db.write() as conn:
+
+    def take_back(conn: sa.Connection) -> dict[str, int]:
+        report = {"expired": 0, "dead": 0, "suspect": 0, "requeued": 0}
         dead = list(conn.execute(dying_q.with_for_update(skip_locked=True)).scalars())
         if dead:
             conn.execute(sa.update(_W).where(_W.c.id.in_(dead)).values(state="dead"))
             events.append_many(conn, [{"kind": "dead", "at": now, "worker_id": w} for w in dead])
             orphans = conn.execute(
-                sa.select(_T)
-                .where(_T.c.state == "leased", _T.c.leased_by.in_(dead))
-                .with_for_update(skip_locked=True)  # one being answered now: the next sweep
+                sa.select(_R).where(_R.c.state == "leased", _R.c.worker_id.in_(dead))
             ).all()
-            for row in orphans:
-                _requeue_or_fail(conn, cfg, row, now, "worker_dead")
+            for rep in orphans:
+                _end_replica(conn, cfg, rep, now, "lost", "worker_dead", trails=trails)
             report["dead"], report["requeued"] = len(dead), len(orphans)
         suspect = list(
             conn.execute(
@@ -224,17 +343,34 @@ def sweep(db: store.Store, cfg: settings.QueenSettings, now: float | None = None
         )
         events.append_many(conn, [{"kind": "suspect", "at": now, "worker_id": w} for w in suspect])
         report["suspect"] = len(suspect)
-        expired = conn.execute(expired_q.with_for_update(skip_locked=True)).all()
-        for row in expired:
-            _requeue_or_fail(conn, cfg, row, now, "lease_expired")
+        expired = conn.execute(expired_q).all()
+        for rep in expired:
+            _end_replica(conn, cfg, rep, now, "lost", "lease_expired", trails=trails)
         report["expired"] = len(expired)
-    return report
+        return report
+
+    return db.run_write(take_back)
+
+
+def release(db: store.Store, worker_id: str, now: float | None = None) -> None:
+    """An operator ends a worker's quarantine; its streak starts again from zero."""
+    now = time.time() if now is None else now
+    with db.write() as conn:
+        row = conn.execute(sa.select(_W).where(_W.c.id == worker_id)).one_or_none()
+        if row is None:
+            raise refusals.NotFoundError(f"cannot release worker {worker_id}: no worker has that id")
+        standing = reputation.release(_standing(row))
+        conn.execute(
+            sa.update(_W)
+            .where(_W.c.id == worker_id)
+            .values(quarantined=standing.quarantined, streak=standing.streak, quarantined_at=None)
+        )
+        events.append(conn, "released", now, worker_id=worker_id, data={"was_quarantined": row.quarantined})
 
 
 # -- state changes inside one transaction ------------------------------------------------
-# PostgreSQL row locks are taken in one order, tasks -> job -> worker, so two requests of
-# one worker (a heartbeat and a result) cannot deadlock; the sweeper, which starts from
-# workers, only ever skips locked tasks.
+# PostgreSQL row locks are taken in one order, tasks -> replicas -> job -> worker, so two
+# requests of one worker (a heartbeat and a result) cannot deadlock.
 
 
 def _touch(
@@ -243,152 +379,556 @@ def _touch(
     now: float,
     load: float | None = None,
     contexts: list[str] | None = None,
-) -> None:
-    """The worker spoke: it is alive (again)."""
-    before = conn.execute(sa.select(_W.c.state).where(_W.c.id == worker_id)).scalar_one()
-    values: dict[str, Any] = {"last_seen": now, "state": "alive"}
+) -> Any:
+    """The worker spoke: it is alive (again). Returns its row."""
+    values: dict[str, Any] = {"last_seen": now}
     if load is not None:
         values["load"] = load
     if contexts is not None:
         values["contexts"] = contexts
-    conn.execute(sa.update(_W).where(_W.c.id == worker_id).values(**values))
-    if before != "alive":
-        events.append(conn, "alive", now, worker_id=worker_id, data={"was": before})
+    row = conn.execute(
+        sa.update(_W).where(_W.c.id == worker_id, _W.c.state == "alive").values(**values).returning(_W)
+    ).first()
+    if row is not None:
+        return row
+    before = conn.execute(sa.select(_W.c.state).where(_W.c.id == worker_id)).scalar_one()
+    row = conn.execute(
+        sa.update(_W).where(_W.c.id == worker_id).values(state="alive", **values).returning(_W)
+    ).one()
+    events.append(conn, "alive", now, worker_id=worker_id, data={"was": before})
+    return row
 
 
-def _is_repeat(conn: sa.Connection, row: Any, worker_id: str, result: wire.TaskResult) -> bool:
-    """True for a resend of the result already accepted from this worker for this attempt."""
-    if result.error is not None:
-        return row.error_by == worker_id and row.error_attempt == result.attempt
-    if row.state != "done" or row.done_by != worker_id or row.attempt != result.attempt:
-        return False
-    stored = dict(
-        conn.execute(
-            sa.select(store.results.c.step_id, store.results.c.digest).where(
-                store.results.c.job_id == row.job_id, store.results.c.task_id == row.id
-            )
-        ).all()
-    )
-    if stored != dict(result.outputs):
-        raise refusals.ConflictError(
-            f"cannot accept the result for task {row.id} attempt {result.attempt}: a different result "
-            "was already accepted for it"
+def _worker(conn: sa.Connection, worker_id: str) -> Any:
+    return conn.execute(sa.select(_W).where(_W.c.id == worker_id)).one()
+
+
+def _check_not_quarantined(worker: Any) -> None:
+    if worker.quarantined:
+        raise refusals.QuarantinedError(
+            f"cannot lease tasks: worker {worker.id} is quarantined after a proven lie; an operator "
+            f"can release it (POST /v1/workers/{worker.id}/release)"
         )
-    return True
 
 
-def _record_outputs(
-    conn: sa.Connection, row: Any, worker_id: str, result: wire.TaskResult, now: float
-) -> None:
-    wanted = row.spec["outputs"]
+def _standing(row: Any) -> reputation.Standing:
+    return reputation.Standing(
+        streak=row.streak, valid=row.valid, lies=row.lies, quarantined=bool(row.quarantined)
+    )
+
+
+def _guardians_alive(conn: sa.Connection) -> bool:
+    query = sa.select(_W.c.id).where(_W.c.role == "guardian", _W.c.state == "alive", ~_W.c.quarantined)
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _policies(
+    conn: sa.Connection, cfg: settings.QueenSettings, job_ids: set[str]
+) -> dict[str, tuple[bool, int]]:
+    """Per job: (verify, votes a replicated task needs)."""
+    query = sa.select(_J.c.id, _J.c.verify, _J.c.quorum).where(_J.c.id.in_(sorted(job_ids)))
+    return {jid: (bool(verify), need) for jid, verify, need in conn.execute(query)}
+
+
+def _quorum_policy(cfg: settings.QueenSettings, verify: bool, need: int) -> quorum.QuorumPolicy:
+    if not verify:
+        return quorum.QuorumPolicy(quorum=1, faults=0, max_replicas=max(1, cfg.max_replicas))
+    return quorum.QuorumPolicy(quorum=need, faults=cfg.faults, max_replicas=cfg.max_replicas)
+
+
+def _route(
+    conn: sa.Connection,
+    cfg: settings.QueenSettings,
+    me: Any,
+    request: wire.LeaseRequest,
+    rows: list[Any],
+    now: float,
+    rng: random.Random,
+    trails: routing.Trails | None,
+) -> list[Any]:
+    """The ready tasks this worker gets, by the configured routing strategy."""
+    if not rows:
+        return []
+    if cfg.routing == "fifo":
+        return rows[: request.max_tasks]
+    warm = frozenset(request.contexts) | frozenset(me.contexts or [])
+    asker = routing.Asker(worker=me.id, warm=warm, load=me.load)
+    # Other askers that could take these tasks (not of an owner holding a replica of the
+    # first offered one), sampled: the strategies compare this worker with them.
+    holders = sa.select(_R.c.owner).where(_R.c.task_id == rows[0].id, _R.c.state.in_(("leased", "voted")))
+    candidates = conn.execute(
+        sa.select(_W.c.id, _W.c.contexts, _W.c.load, _W.c.owner).where(
+            _W.c.state == "alive", ~_W.c.quarantined, _W.c.id != me.id
+        )
+    ).all()
+    taken = set(conn.execute(holders).scalars())
+    others = [
+        routing.Asker(worker=wid, warm=frozenset(ctx or []), load=load)
+        for wid, ctx, load, owner in candidates
+        if membership.owner_key(owner, wid) not in taken
+    ]
+    others = rng.sample(others, min(len(others), OTHERS_SAMPLE))
+    waiting = conn.execute(sa.select(sa.func.sum(_T.c.wanted)).where(_T.c.state == "ready")).scalar() or 0
+    if trails is not None:
+        trails.evaporate(now)
+    offers = [
+        routing.Offer(
+            task_id=row.id, trail_key=routing.trail_key(row.context, row.kind), queued_at=row.queued_at
+        )
+        for row in rows
+    ]
+    picked = routing.choose(
+        cfg.routing,
+        asker,
+        offers,
+        request.max_tasks,
+        rng=rng,
+        trails=trails,
+        others=others,
+        params=cfg.pheromone_params(),
+        waiting=int(waiting),
+    )
+    by_id = {row.id: row for row in rows}
+    return [by_id[offer.task_id] for offer in picked]
+
+
+def _accept(
+    conn: sa.Connection,
+    cfg: settings.QueenSettings,
+    me: Any,
+    result: wire.TaskResult,
+    now: float,
+    trails: routing.Trails | None,
+) -> wire.ResultReceipt:
+    """Check one result against its lease, then record it; every refusal comes before a write."""
+    if result.error is not None and result.outputs:
+        raise errors.ProgramError("cannot accept the result: send outputs or an error, not both")
+    task = conn.execute(sa.select(_T).where(_T.c.id == result.task_id).with_for_update()).one_or_none()
+    if task is None:
+        raise refusals.NotFoundError(f"cannot accept the result: no task {result.task_id}")
+    rep = conn.execute(
+        sa.select(_R).where(_R.c.task_id == task.id, _R.c.attempt == result.attempt)
+    ).one_or_none()
+    if rep is None or rep.worker_id != me.id:
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id} attempt {result.attempt}: it is not leased "
+            f"to this worker for that attempt (task is {task.state}, attempt {task.attempt}); "
+            "drop it and lease again"
+        )
+    if _is_repeat(rep, result):
+        return wire.ResultReceipt(accepted=True, duplicate=True)
+    if rep.state != "leased":
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id} attempt {result.attempt}: that lease ended "
+            f"({rep.state}); drop it and lease again"
+        )
+    if rep.deadline < now:
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id}: its lease expired {now - rep.deadline:.1f} s "
+            "ago; heartbeat more often than lease_ttl_s"
+        )
+    if result.error is not None:
+        conn.execute(sa.update(_T).where(_T.c.id == task.id).values(error=result.error))
+        _end_replica(conn, cfg, rep, now, "failed", "error", result.error, trails=trails)
+        return wire.ResultReceipt(accepted=True)
+    wanted = task.spec["outputs"]
     if sorted(result.outputs) != sorted(wanted):
         raise errors.ProgramError(
-            f"cannot accept the result for task {row.id}: outputs must be steps {sorted(wanted)}, "
+            f"cannot accept the result for task {task.id}: outputs must be steps {sorted(wanted)}, "
             f"got {sorted(result.outputs)}"
         )
     absent = blobs.missing(conn, set(result.outputs.values()))
     if absent:
         raise refusals.ConflictError(
-            f"cannot accept the result for task {row.id}: output blobs {sorted(absent)} are not "
+            f"cannot accept the result for task {task.id}: output blobs {sorted(absent)} are not "
             "uploaded; PUT them before posting the result"
+        )
+    outputs = {str(k): v for k, v in sorted(result.outputs.items())}
+    conn.execute(
+        sa.update(_R)
+        .where(_R.c.task_id == rep.task_id, _R.c.attempt == rep.attempt)
+        .values(
+            state="voted",
+            digest=vote_digest(result.outputs),
+            outputs=outputs,
+            seconds=result.seconds,
+            deadline=None,
+        )
+    )
+    events.append(
+        conn,
+        "task_voted",
+        now,
+        job_id=task.job_id,
+        task_id=task.id,
+        worker_id=me.id,
+        data={"worker_id": me.id, "attempt": rep.attempt, "seconds": result.seconds},
+    )
+    task = conn.execute(
+        sa.update(_T).where(_T.c.id == task.id).values(in_flight=_T.c.in_flight - 1).returning(_T)
+    ).one()
+    if task.in_flight == 0:
+        _judge(conn, cfg, task, now, trails)
+    return wire.ResultReceipt(accepted=True)
+
+
+def _is_repeat(rep: Any, result: wire.TaskResult) -> bool:
+    """True for a resend of what this replica already answered; a different answer is a 409."""
+    if result.error is not None:
+        return rep.state == "failed" and rep.error == result.error
+    if rep.state != "voted":
+        return False
+    if rep.digest != vote_digest(result.outputs):
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {rep.task_id} attempt {result.attempt}: a different "
+            "result was already recorded for it"
+        )
+    return True
+
+
+def _end_replica(
+    conn: sa.Connection,
+    cfg: settings.QueenSettings,
+    rep: Any,
+    now: float,
+    state: str,
+    reason: str,
+    error: str | None = None,
+    *,
+    trails: routing.Trails | None,
+) -> None:
+    """A lease ended without a vote (lost, failed, cancelled): the task wants another replica,
+    or the job fails once the task has used ``max_attempts``."""
+    ended = conn.execute(
+        sa.update(_R)
+        .where(_R.c.task_id == rep.task_id, _R.c.attempt == rep.attempt, _R.c.state == "leased")
+        .values(state=state, deadline=None, error=error)
+        .returning(_R.c.task_id)
+    ).first()
+    if ended is None:
+        return  # ended already in this transaction (its job failed, or it was cancelled)
+    task = conn.execute(
+        sa.update(_T)
+        .where(_T.c.id == rep.task_id)
+        .values(in_flight=_T.c.in_flight - 1, failures=_T.c.failures + int(state != "cancelled"))
+        .returning(_T)
+    ).one()
+    data: dict[str, Any] = {"reason": reason, "attempt": rep.attempt, "worker_id": rep.worker_id}
+    if error is not None:
+        data["error"] = error
+    if task.state in ("done", "failed", "waiting"):
+        return
+    if task.failures >= cfg.max_attempts:
+        message = (
+            f"task {task.index} failed {task.failures} times (last: {reason}"
+            + (f": {error}" if error else "")
+            + f"); max_attempts is {cfg.max_attempts}"
+        )
+        events.append(
+            conn, "task_failed", now, job_id=task.job_id, task_id=task.id, data={**data, "final": True}
+        )
+        _fail_job(conn, task.job_id, message, now)
+        return
+    if error is not None:
+        events.append(conn, "task_failed", now, job_id=task.job_id, task_id=task.id, data=data)
+    votes = _votes(conn, task.id)
+    if task.single and not votes:  # the trusted worker never voted: replicate it normally
+        conn.execute(sa.update(_T).where(_T.c.id == task.id).values(single=False, audit=False))
+        task = conn.execute(sa.select(_T).where(_T.c.id == task.id)).one()
+    if task.in_flight == 0 and votes:
+        _judge(conn, cfg, task, now, trails)
+        return
+    _want(conn, cfg, task, votes, now, data)
+
+
+def _votes(conn: sa.Connection, task_id: str) -> list[quorum.Vote]:
+    rows = conn.execute(
+        sa.select(_R.c.worker_id, _R.c.owner, _R.c.dclass, _R.c.digest, _R.c.guardian)
+        .where(_R.c.task_id == task_id, _R.c.state == "voted")
+        .order_by(_R.c.attempt)
+    ).all()
+    return [quorum.Vote(worker=w, owner=o, dclass=d, digest=g, guardian=bool(gd)) for w, o, d, g, gd in rows]
+
+
+def _want(
+    conn: sa.Connection,
+    cfg: settings.QueenSettings,
+    task: Any,
+    votes: list[quorum.Vote],
+    now: float,
+    data: dict[str, Any] | None = None,
+    *,
+    at_least: int = 0,
+    single: bool | None = None,
+) -> None:
+    """Ask for as many replicas as the quorum still needs beyond those in flight."""
+    verify, need = _policies(conn, cfg, {task.job_id})[task.job_id]
+    single = task.single if single is None else single
+    verdict = quorum.judge(votes, _quorum_policy(cfg, verify, need), in_flight=task.in_flight, single=single)
+    wanted = max(verdict.wanted, at_least, 0 if task.in_flight else 1)
+    conn.execute(
+        sa.update(_T)
+        .where(_T.c.id == task.id)
+        .values(
+            wanted=wanted, state="ready" if wanted else "leased", queued_at=now if wanted else task.queued_at
+        )
+    )
+    if wanted and task.state != "ready":
+        events.append(conn, "task_ready", now, job_id=task.job_id, task_id=task.id, data=data or {})
+
+
+def _judge(
+    conn: sa.Connection, cfg: settings.QueenSettings, task: Any, now: float, trails: routing.Trails | None
+) -> None:
+    """Every replica of the task is in: accept a digest, ask for more, or give up."""
+    votes = _votes(conn, task.id)
+    disputed = len({v.digest for v in votes}) > 1
+    if task.single and task.audit and not disputed and not _audited(conn, task.id):
+        _want(conn, cfg, task, votes, now, {"reason": "waiting for its audit"}, at_least=1)
+        return
+    verify, need = _policies(conn, cfg, {task.job_id})[task.job_id]
+    single = task.single and not disputed  # a dispute needs f+1 votes, trust or not
+    verdict = quorum.judge(votes, _quorum_policy(cfg, verify, need), in_flight=0, single=single)
+    if disputed:
+        events.append(
+            conn,
+            "task_disputed",
+            now,
+            job_id=task.job_id,
+            task_id=task.id,
+            data={"votes": len(votes), "digests": len({v.digest for v in votes}), "verdict": verdict.state},
+        )
+    if verdict.state == "accepted":
+        _accepted(conn, cfg, task, verdict, now, trails)
+    elif verdict.state == "undecidable":
+        events.append(
+            conn,
+            "task_failed",
+            now,
+            job_id=task.job_id,
+            task_id=task.id,
+            data={"reason": verdict.reason, "final": True},
+        )
+        _fail_job(conn, task.job_id, f"task {task.index}: {verdict.reason}", now)
+    else:
+        _want(conn, cfg, task, votes, now, {"reason": verdict.reason}, single=single)
+
+
+def _audited(conn: sa.Connection, task_id: str) -> bool:
+    query = sa.select(_R.c.attempt).where(_R.c.task_id == task_id, _R.c.audit, _R.c.state == "voted")
+    return conn.execute(query.limit(1)).first() is not None
+
+
+def _accepted(
+    conn: sa.Connection,
+    cfg: settings.QueenSettings,
+    task: Any,
+    verdict: quorum.Verdict,
+    now: float,
+    trails: routing.Trails | None,
+) -> None:
+    reps = conn.execute(
+        sa.select(_R).where(_R.c.task_id == task.id, _R.c.state == "voted").order_by(_R.c.attempt)
+    ).all()
+    winners = [r for r in reps if r.digest == verdict.digest]
+    liars = [r for r in reps if r.worker_id in verdict.liars]
+    conn.execute(
+        sa.update(_R)
+        .where(_R.c.task_id == task.id, _R.c.state == "voted", _R.c.digest == verdict.digest)
+        .values(verdict="agreed")
+    )
+    if liars:
+        conn.execute(
+            sa.update(_R)
+            .where(
+                _R.c.task_id == task.id,
+                _R.c.state == "voted",
+                _R.c.worker_id.in_([r.worker_id for r in liars]),
+            )
+            .values(verdict="lied")
         )
     conn.execute(
         sa.update(_T)
-        .where(_T.c.id == row.id)
-        .values(state="done", leased_by=None, deadline=None, done_by=worker_id)
+        .where(_T.c.id == task.id)
+        .values(state="done", wanted=0, digest=verdict.digest, error=None)
     )
+    outputs = winners[0].outputs
     conn.execute(
         sa.insert(store.results),
         [
-            {"job_id": row.job_id, "step_id": sid, "digest": digest, "task_id": row.id}
-            for sid, digest in sorted(result.outputs.items())
+            {"job_id": task.job_id, "step_id": int(sid), "digest": digest, "task_id": task.id}
+            for sid, digest in sorted(outputs.items(), key=lambda kv: int(kv[0]))
         ],
     )
     log: list[dict[str, Any]] = [
         {
             "kind": "task_done",
             "at": now,
-            "job_id": row.job_id,
-            "task_id": row.id,
-            "worker_id": worker_id,
-            "data": {"worker_id": worker_id, "attempt": row.attempt, "seconds": result.seconds},
+            "job_id": task.job_id,
+            "task_id": task.id,
+            "worker_id": winners[0].worker_id,
+            "data": {
+                "worker_id": winners[0].worker_id,
+                "attempt": winners[0].attempt,
+                "seconds": winners[0].seconds,
+                "votes": len(winners),
+                "single": bool(task.single),
+            },
         }
     ]
-    if row.dependents:
+    if task.dependents:
         # UPDATE ... RETURNING decrements under row locks: when two dependencies finish at
         # once (PostgreSQL), the second sees the first's decrement, so one of them sees zero.
         ready = conn.execute(
             sa.update(_T)
-            .where(_T.c.job_id == row.job_id, _T.c.index.in_(row.dependents), _T.c.state == "waiting")
+            .where(_T.c.job_id == task.job_id, _T.c.index.in_(task.dependents), _T.c.state == "waiting")
             .values(pending=_T.c.pending - 1)
             .returning(_T.c.id, _T.c.pending)
         ).all()
         now_ready = [tid for tid, pending in ready if pending == 0]
         if now_ready:
             conn.execute(sa.update(_T).where(_T.c.id.in_(now_ready)).values(state="ready", queued_at=now))
-            log += [{"kind": "task_ready", "at": now, "job_id": row.job_id, "task_id": t} for t in now_ready]
-    total, done, state = conn.execute(
-        sa.update(_J)
-        .where(_J.c.id == row.job_id)
-        .values(tasks_done=_J.c.tasks_done + 1)
-        .returning(_J.c.tasks_total, _J.c.tasks_done, _J.c.state)
-    ).one()
-    conn.execute(sa.update(_W).where(_W.c.id == worker_id).values(done=_W.c.done + 1))
-    if done == total and state == "running":
-        conn.execute(sa.update(_J).where(_J.c.id == row.job_id).values(state="done", finished_at=now))
-        log.append({"kind": "done", "at": now, "job_id": row.job_id, "data": {"tasks": total}})
+            log += [{"kind": "task_ready", "at": now, "job_id": task.job_id, "task_id": t} for t in now_ready]
+    conn.execute(sa.update(_J).where(_J.c.id == task.job_id).values(tasks_done=_J.c.tasks_done + 1))
+    key = routing.trail_key(task.context, task.kind)
+    verified = not (task.single and not task.audit)  # a lone unaudited vote earns no standing
+    for rep in sorted(winners, key=lambda r: r.worker_id):  # one row-lock order for every request
+        worker = conn.execute(sa.select(_W).where(_W.c.id == rep.worker_id)).one()
+        standing = reputation.credit(_standing(worker)) if verified else _standing(worker)
+        conn.execute(
+            sa.update(_W)
+            .where(_W.c.id == rep.worker_id)
+            .values(done=_W.c.done + 1, streak=standing.streak, valid=standing.valid)
+        )
+        if trails is not None and rep.seconds and verified:
+            trails.deposit(rep.worker_id, key, rep.seconds, now)
     events.append_many(conn, log)
+    for rep in liars:  # before the job may finish: a liar's other results in it are re-run
+        _caught(conn, cfg, rep, task, now, trails)
+    total, done, state = conn.execute(
+        sa.select(_J.c.tasks_total, _J.c.tasks_done, _J.c.state).where(_J.c.id == task.job_id)
+    ).one()
+    if done == total and state == "running":
+        conn.execute(sa.update(_J).where(_J.c.id == task.job_id).values(state="done", finished_at=now))
+        events.append(conn, "done", now, job_id=task.job_id, data={"tasks": total})
 
 
-def _requeue_or_fail(
+def _caught(
     conn: sa.Connection,
     cfg: settings.QueenSettings,
-    row: Any,
+    rep: Any,
+    task: Any,
     now: float,
-    reason: str,
-    error: str | None = None,
+    trails: routing.Trails | None,
 ) -> None:
-    """A lease ended without a result: back to ready, or fail the job after max_attempts."""
-    still_leased = (
-        _T.c.id == row.id,
-        _T.c.state == "leased",
-        _T.c.leased_by == row.leased_by,
-        _T.c.attempt == row.attempt,
+    """A proven lie: quarantine the worker, zero its trails, take back its leases, and re-run
+    every result of it that no one else confirmed, in jobs still open."""
+    worker = conn.execute(sa.select(_W).where(_W.c.id == rep.worker_id)).one()
+    standing = reputation.penalize(_standing(worker))
+    conn.execute(
+        sa.update(_W)
+        .where(_W.c.id == worker.id)
+        .values(
+            streak=standing.streak,
+            lies=standing.lies,
+            quarantined=standing.quarantined,
+            quarantined_at=worker.quarantined_at if worker.quarantined else now,
+        )
     )
-    if conn.execute(sa.select(_T.c.id).where(*still_leased)).first() is None:
-        return  # its job failed earlier in this transaction: nothing left to take back
-    data = {"reason": reason, "attempt": row.attempt, "worker_id": row.leased_by}
-    if error is not None:
-        data["error"] = error
-    log: list[dict[str, Any]] = []
-    if row.attempt < cfg.max_attempts:
+    if trails is not None:
+        trails.zero(worker.id)
+    events.append(
+        conn,
+        "lie",
+        now,
+        job_id=task.job_id,
+        task_id=task.id,
+        worker_id=worker.id,
+        data={"worker_id": worker.id, "attempt": rep.attempt, "quarantined": not worker.quarantined},
+    )
+    if not worker.quarantined:
+        events.append(conn, "quarantined", now, worker_id=worker.id, data={"task_id": task.id})
+    for held in conn.execute(sa.select(_R).where(_R.c.worker_id == worker.id, _R.c.state == "leased")).all():
+        _end_replica(conn, cfg, held, now, "cancelled", "worker_quarantined", trails=trails)
+    unconfirmed = conn.execute(
+        sa.select(_T)
+        .join(_R, sa.and_(_R.c.task_id == _T.c.id, _R.c.worker_id == worker.id, _R.c.verdict == "agreed"))
+        .join(_J, _J.c.id == _T.c.job_id)
+        .where(_J.c.state == "running", _T.c.state == "done", _T.c.single, ~_T.c.audit)
+    ).all()
+    for row in unconfirmed:
+        _rerun(conn, cfg, row, now, f"its only vote came from worker {worker.id}, caught lying")
+
+
+def _rerun(conn: sa.Connection, cfg: settings.QueenSettings, task: Any, now: float, why: str) -> None:
+    """Run an accepted task again, replicated, with every task that used its outputs."""
+    rows = {r.index: r for r in conn.execute(sa.select(_T).where(_T.c.job_id == task.job_id)).all()}
+    deps: dict[int, set[int]] = {i: set() for i in rows}
+    for i, r in rows.items():
+        for d in r.dependents:
+            deps[d].add(i)
+    redo, frontier = {task.index}, [task.index]
+    while frontier:
+        for d in rows[frontier.pop()].dependents:
+            if d not in redo and rows[d].state in ("done", "leased", "ready"):
+                redo.add(d)
+                frontier.append(d)
+    redo_ids = [rows[i].id for i in sorted(redo)]
+    was_done = [rows[i].id for i in redo if rows[i].state == "done"]
+    conn.execute(
+        sa.update(_R)
+        .where(_R.c.task_id.in_(redo_ids), _R.c.state.in_(("leased", "voted")))
+        .values(state="cancelled", deadline=None)
+    )
+    conn.execute(sa.delete(store.results).where(store.results.c.task_id.in_(redo_ids)))
+    _verify, need = _policies(conn, cfg, {task.job_id})[task.job_id]
+    log = []
+    for i in sorted(redo):
+        pending = sum(1 for d in deps[i] if d in redo or rows[d].state != "done")
+        state = "waiting" if pending else "ready"
         conn.execute(
             sa.update(_T)
-            .where(*still_leased)
-            .values(state="ready", leased_by=None, deadline=None, queued_at=now)
-        )
-        if error is not None:
-            log.append(
-                {"kind": "task_failed", "at": now, "job_id": row.job_id, "task_id": row.id, "data": data}
+            .where(_T.c.id == rows[i].id)
+            .values(
+                state=state,
+                pending=pending,
+                wanted=0 if pending else need,
+                in_flight=0,
+                single=False,
+                audit=False,
+                dclass=None,
+                digest=None,
+                queued_at=None if pending else now,
             )
-        log.append({"kind": "task_ready", "at": now, "job_id": row.job_id, "task_id": row.id, "data": data})
-        events.append_many(conn, log)
-        return
-    message = (
-        f"task {row.index} failed {row.attempt} times (last: {reason}"
-        + (f": {error}" if error else "")
-        + f"); max_attempts is {cfg.max_attempts}"
+        )
+        log.append(
+            {
+                "kind": "task_reset",
+                "at": now,
+                "job_id": task.job_id,
+                "task_id": rows[i].id,
+                "data": {"reason": why},
+            }
+        )
+    conn.execute(
+        sa.update(_J)
+        .where(_J.c.id == task.job_id)
+        .values(tasks_done=_J.c.tasks_done - len(was_done), reexecuted=_J.c.reexecuted + len(redo))
     )
-    events.append(conn, "task_failed", now, job_id=row.job_id, task_id=row.id, data={**data, "final": True})
-    _fail_job(conn, row.job_id, message, now)
+    events.append_many(conn, log)
 
 
 def _fail_job(conn: sa.Connection, job_id: str, message: str, now: float) -> None:
     """A failed job has no live task left: its leases are cancelled, nothing more is leased."""
     conn.execute(
+        sa.update(_R)
+        .where(_R.c.job_id == job_id, _R.c.state == "leased")
+        .values(state="cancelled", deadline=None)
+    )
+    conn.execute(
         sa.update(_T)
         .where(_T.c.job_id == job_id, _T.c.state.in_(("waiting", "ready", "leased")))
-        .values(state="failed", leased_by=None, deadline=None)
+        .values(state="failed", wanted=0, in_flight=0)
     )
     failed = conn.execute(
         sa.select(sa.func.count()).where(_T.c.job_id == job_id, _T.c.state == "failed")
@@ -421,7 +961,7 @@ def _job_values(conn: sa.Connection, rows: list[Any]) -> dict[str, dict[int, str
     return known
 
 
-def _spec(row: Any, known: dict[int, str]) -> wire.TaskSpec:
+def _spec(row: Any, attempt: int, deadline: float, known: dict[int, str]) -> wire.TaskSpec:
     spec = row.spec
     missing = [sid for sid in spec["inputs"] if sid not in known]
     if missing:  # a ready task's inputs all exist; anything else is a queen bug
@@ -429,8 +969,8 @@ def _spec(row: Any, known: dict[int, str]) -> wire.TaskSpec:
     return wire.TaskSpec(
         task_id=row.id,
         job_id=row.job_id,
-        attempt=row.attempt,
-        deadline=row.deadline,
+        attempt=attempt,
+        deadline=deadline,
         context=row.context,
         steps=[wire.TaskStep(id=s[0], op=s[1], args=s[2], attrs=s[3]) for s in spec["steps"]],
         inputs={sid: known[sid] for sid in spec["inputs"]},

@@ -9,9 +9,13 @@ environment on its own. It does not create directories or open the database.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hswarm.swarm import reputation
+from hswarm.swarm import routing as swarm_routing
 
 MIB = 1 << 20
 
@@ -35,6 +39,15 @@ class QueenSettings(BaseSettings):
     long_poll_max_s: float = Field(30.0, ge=0)
     context_probe_timeout_s: float = Field(60.0, gt=0)  # per check of an uploaded context
     context_probe_memory_bytes: int = Field(4096 * MIB, ge=64 * MIB)  # address space to load it
+    # Verification (docs/verification.md): f, the Byzantine workers assumed; a replicated
+    # task needs max(quorum, f + 1) matching votes from distinct owners.
+    faults: int = Field(1, ge=0, le=6)
+    max_replicas: int = Field(7, ge=1, le=32)  # a task still disputed after this many fails its job
+    trust_after: int = Field(10, ge=1)  # adaptive replication: verified results in a row first
+    max_skip: float = Field(0.9, ge=0.0, lt=1.0)  # cap on the chance to run a task unreplicated
+    audit_rate: float = Field(0.1, ge=0.0, le=1.0)  # unreplicated results a guardian re-runs
+    routing: Literal["fifo", "random", "least-loaded", "pheromone"] = "fifo"
+    allow_faulty_workers: bool = False  # fault injection (chaos and tests only)
 
     @model_validator(mode="after")
     def _derive(self) -> QueenSettings:
@@ -43,7 +56,17 @@ class QueenSettings(BaseSettings):
             self.db_url = f"sqlite:///{self.data_dir / 'queen.db'}"
         if self.dead_after_s < self.suspect_after_s:
             raise ValueError("dead_after_s must be at least suspect_after_s")
+        if self.max_replicas < self.faults + 1:
+            raise ValueError("max_replicas must be at least faults + 1")
         return self
+
+    def trust_policy(self) -> reputation.TrustPolicy:
+        return reputation.TrustPolicy(
+            trust_after=self.trust_after, max_skip=self.max_skip, audit_rate=self.audit_rate
+        )
+
+    def pheromone_params(self) -> swarm_routing.PheromoneParams:
+        return swarm_routing.PheromoneParams()
 
     @property
     def blob_dir(self) -> Path:

@@ -14,9 +14,11 @@ It does not know what the rows mean: the services (``jobs``, ``queue``, ``member
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import random
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from alembic import command
@@ -27,6 +29,11 @@ from hswarm.queen import refusals
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _WRITE = "hswarm_write"  # execution option: this transaction will write
+# PostgreSQL aborts one of two transactions that lock rows in opposite orders (deadlock)
+# or that conflict under serialization; the loser may simply run again.
+_TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})
+WRITE_ATTEMPTS = 5
+T = TypeVar("T")
 
 metadata = sa.MetaData()
 
@@ -50,6 +57,11 @@ workers = sa.Table(
     sa.Column("load", sa.Double, nullable=False),
     sa.Column("contexts", sa.JSON, nullable=False),  # digests of cached key sets (routing hint)
     sa.Column("done", sa.Integer, nullable=False),
+    sa.Column("streak", sa.Integer, nullable=False, server_default="0"),  # consecutive verified results
+    sa.Column("valid", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("lies", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("quarantined", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("quarantined_at", sa.Double, nullable=True),
 )
 
 contexts = sa.Table(
@@ -79,7 +91,7 @@ jobs = sa.Table(
     sa.Column("label", sa.String(200), nullable=False),
     sa.Column("context", _Digest, sa.ForeignKey("contexts.digest"), nullable=False),
     sa.Column("circuit", sa.JSON, nullable=False),
-    sa.Column("replicas", sa.Integer, nullable=False),
+    sa.Column("quorum", sa.Integer, nullable=False),  # distinct-owner votes a replicated task needs
     sa.Column("outputs", sa.JSON, nullable=False),  # program output step ids
     sa.Column("tasks_total", sa.Integer, nullable=False),
     sa.Column("tasks_done", sa.Integer, nullable=False),
@@ -87,6 +99,8 @@ jobs = sa.Table(
     sa.Column("created_at", sa.Double, nullable=False),
     sa.Column("finished_at", sa.Double, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
+    sa.Column("verify", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("reexecuted", sa.Integer, nullable=False, server_default="0"),  # tasks redone after a lie
 )
 
 tasks = sa.Table(
@@ -97,18 +111,21 @@ tasks = sa.Table(
     sa.Column("index", sa.Integer, nullable=False),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("context", _Digest, nullable=False),  # the job's, for routing without a join
-    sa.Column("state", sa.String(16), nullable=False),  # waiting | ready | leased | done | failed
-    sa.Column("attempt", sa.Integer, nullable=False),  # claims so far; the current lease's number
-    sa.Column("leased_by", sa.String(32), nullable=True, index=True),
-    sa.Column("deadline", sa.Double, nullable=True),
+    # waiting (for inputs) | ready (wants replicas) | leased (all wanted replicas out) | done | failed
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),  # replicas leased so far: the last one's number
     sa.Column("queued_at", sa.Double, nullable=True),  # when it last became ready (FIFO order)
     sa.Column("pending", sa.Integer, nullable=False),  # dependencies not done yet
     sa.Column("dependents", sa.JSON, nullable=False),  # indices of tasks that read its outputs
     sa.Column("spec", sa.JSON, nullable=False),  # {"steps": [...], "inputs": [...], "outputs": [...]}
-    sa.Column("done_by", sa.String(32), nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
-    sa.Column("error_by", sa.String(32), nullable=True),
-    sa.Column("error_attempt", sa.Integer, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),  # the last replica error
+    sa.Column("wanted", sa.Integer, nullable=False, server_default="1"),  # replicas to lease now
+    sa.Column("in_flight", sa.Integer, nullable=False, server_default="0"),  # replicas leased, no vote yet
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # replicas lost or errored
+    sa.Column("single", sa.Boolean, nullable=False, server_default=sa.false()),  # adaptive: one vote
+    sa.Column("audit", sa.Boolean, nullable=False, server_default=sa.false()),  # a guardian re-runs it
+    sa.Column("dclass", sa.String(200), nullable=True),  # determinism class of its replicas
+    sa.Column("digest", _Digest, nullable=True),  # the accepted result's digest
     sa.Index("ix_tasks_state_queued_at", "state", "queued_at"),
 )
 
@@ -119,6 +136,29 @@ results = sa.Table(
     sa.Column("step_id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("digest", _Digest, nullable=False),
     sa.Column("task_id", sa.String(48), nullable=True),  # None: a program input
+)
+
+replicas = sa.Table(
+    "replicas",
+    metadata,
+    sa.Column("task_id", sa.String(48), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("worker_id", sa.String(32), nullable=False),
+    sa.Column("owner", sa.String(140), nullable=False),  # owner label, or the worker id without one
+    sa.Column("dclass", sa.String(200), nullable=False),
+    sa.Column("guardian", sa.Boolean, nullable=False),
+    sa.Column("audit", sa.Boolean, nullable=False),  # leased as the audit of an unreplicated task
+    sa.Column("state", sa.String(16), nullable=False),  # leased | voted | lost | failed | cancelled
+    sa.Column("leased_at", sa.Double, nullable=False),
+    sa.Column("deadline", sa.Double, nullable=True),
+    sa.Column("digest", _Digest, nullable=True),  # of the outputs map (swarm.quorum compares these)
+    sa.Column("outputs", sa.JSON, nullable=True),  # {step id: blob digest}
+    sa.Column("seconds", sa.Double, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("verdict", sa.String(16), nullable=True),  # agreed | lied, once the task is judged
+    sa.Index("ix_replicas_state_deadline", "state", "deadline"),
+    sa.Index("ix_replicas_worker_id_state", "worker_id", "state"),
 )
 
 events = sa.Table(
@@ -162,6 +202,20 @@ class Store:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
+
+    def run_write(self, work: Callable[[sa.Connection], T]) -> T:
+        """``work(conn)`` in a write transaction, run again (after a short random pause)
+        when the database aborted it for a deadlock or a serialization conflict."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                with self.write() as conn:
+                    return work(conn)
+            except sa.exc.OperationalError as exc:
+                sqlstate = getattr(exc.orig, "sqlstate", None)
+                if sqlstate not in _TRANSIENT_SQLSTATES or attempt + 1 == WRITE_ATTEMPTS:
+                    raise
+                time.sleep(random.uniform(0.0, 0.005 * 2**attempt))
+        raise AssertionError("unreachable")
 
     def migrate(self) -> None:
         """Bring the schema to the newest migration (idempotent)."""
@@ -219,26 +273,50 @@ def _sqlite_begin(conn: sa.Connection) -> None:
 
 def insert_absent(conn: sa.Connection, table: sa.Table, row: Mapping[str, Any]) -> bool:
     """Insert a row unless its primary key exists; True when it was inserted."""
-    dialect = conn.dialect.name
-    make = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    make = upsert(conn.dialect.name)
     key = next(iter(table.primary_key.columns))
     # RETURNING, not rowcount: psycopg reports -1 for INSERT ... ON CONFLICT DO NOTHING.
     inserted = conn.execute(make(table).values(**row).on_conflict_do_nothing().returning(key)).first()
     return inserted is not None
 
 
-def claim_ready(conn: sa.Connection, limit: int, prefer: list[str]) -> list[str]:
-    """Ids of up to ``limit`` ready tasks, locked for this transaction: oldest first,
-    tasks whose context the caller has cached before others. Inside ``Store.write()``."""
-    order: list[Any] = []
-    if prefer:
-        order.append(sa.case((tasks.c.context.in_(prefer), 0), else_=1))
+def upsert(dialect: str) -> Any:
+    """The dialect's ``insert`` with ``on_conflict_do_nothing/update``."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def ready_for(
+    conn: sa.Connection,
+    *,
+    owner: str,
+    worker_id: str,
+    dclass: str,
+    may_audit: bool,
+    audits_first: bool,
+    limit: int,
+) -> list[Any]:
+    """Up to ``limit`` ready tasks this worker may take a replica of, locked for this
+    transaction, oldest first: of its determinism class (or none yet), without a live
+    replica of its owner, and audits only if ``may_audit``. Inside ``Store.write()``."""
+    mine = (
+        sa.select(replicas.c.task_id)
+        .where(
+            replicas.c.task_id == tasks.c.id,
+            replicas.c.state.in_(("leased", "voted")),
+            sa.or_(replicas.c.owner == owner, replicas.c.worker_id == worker_id),
+        )
+        .exists()
+    )
+    where = [tasks.c.state == "ready", sa.or_(tasks.c.dclass.is_(None), tasks.c.dclass == dclass), ~mine]
+    if not may_audit:
+        where.append(~sa.and_(tasks.c.single, tasks.c.audit))
+    order: list[Any] = [sa.case((sa.and_(tasks.c.single, tasks.c.audit), 0), else_=1)] if audits_first else []
     order += [tasks.c.queued_at, tasks.c.id]
     query = (
-        sa.select(tasks.c.id)
-        .where(tasks.c.state == "ready")
+        sa.select(tasks)
+        .where(*where)
         .order_by(*order)
         .limit(limit)
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock already
     )
-    return list(conn.execute(query).scalars())
+    return list(conn.execute(query).all())

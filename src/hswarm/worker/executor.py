@@ -8,6 +8,9 @@ cache file (checking its digest), builds a sandboxed ``Evaluator`` and then serv
 task at a time over a pipe: it reads the input files (checking their digests), runs
 ``runtime.execute_steps``, writes each output ciphertext to a temporary file and answers
 ``{step id: (digest, path)}`` or a structured error (hswarm error class and message).
+A faulty worker (``faults``) sends a :class:`~hswarm.worker.faults.Lie` with the task:
+the child computes the honest outputs, then writes the lie instead and also answers the
+honest digests, for the supervisor's ``FAULT`` log lines.
 
 The :class:`ExecutorPool` in the supervisor routes a task to an idle executor holding
 its context, starts one when there is room, and otherwise replaces the least recently
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from hswarm import errors
+from hswarm.worker import faults
 
 log = logging.getLogger("hswarm.worker")
 
@@ -44,6 +48,7 @@ Step = tuple[int, str, list[int], dict[str, Any]]
 StopCheck = Callable[[], "str | None"]  # a reason to abandon the task, or None to go on
 POLL_S = 0.1
 STOP_TIMEOUT_S = 5.0
+BITFLIP_TRIES = 8
 
 
 def _never() -> str | None:
@@ -65,6 +70,7 @@ class TaskRequest:
     inputs: dict[int, tuple[str, str]]  # step id -> (digest, file path)
     outputs: list[int]
     out_dir: str
+    lie: faults.Lie | None = None  # fault injection: what to write instead of the truth
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +78,7 @@ class TaskOutput:
     outputs: dict[int, tuple[str, str]]  # step id -> (digest, temporary file path)
     seconds: float
     pid: int
+    honest: dict[int, str] = dataclasses.field(default_factory=dict)  # step id -> digest, if lied
 
 
 def _digest(data: bytes) -> str:
@@ -140,18 +147,49 @@ def _serve(runtime: Any, ev: Any, request: TaskRequest) -> tuple[Any, ...]:
             ev, request.steps, inputs, list(request.inputs), request.outputs, label=f"task {request.task_id}"
         )
         outputs: dict[int, tuple[str, str]] = {}
+        honest: dict[int, str] = {}
         for sid, data in results.items():
+            if request.lie is not None:
+                honest[sid] = _digest(data)
+                data = _tell(request.lie, ev, request.task_id, sid, data)
             fd, name = tempfile.mkstemp(dir=request.out_dir, suffix=".part")
             written.append(name)
             with os.fdopen(fd, "wb") as out:
                 out.write(data)
             outputs[sid] = (_digest(data), name)
-        return ("ok", outputs, time.perf_counter() - started)
+        return ("ok", outputs, time.perf_counter() - started, honest)
     except BaseException as exc:  # reported to the supervisor as the task's error
         for name in written:
             with contextlib.suppress(OSError):
                 os.unlink(name)
         return _error_reply(exc, f"execute task {request.task_id}")
+
+
+def _tell(lie: faults.Lie, ev: Any, task_id: str, sid: int, honest: bytes) -> bytes:
+    """The bytes a faulty worker writes instead of ``honest`` (output ``sid`` of ``task_id``)."""
+    if lie.kind == "wrong-value":
+        return bytes(ev.encrypt_zeros())
+    if lie.kind == "garbage":
+        return faults.garbage(honest)
+    if lie.kind == "collude":
+        return faults.collusion_bytes(lie.group, task_id, sid, len(honest))
+    if lie.kind == "bitflip":
+        # A flip that lands on a length or a modulus would not deserialize; such bytes are
+        # rare in the body, so try a few offsets and keep the first that loads.
+        failure: BaseException | None = None
+        for _ in range(BITFLIP_TRIES):
+            flipped = faults.flip_bit(honest, faults.body_offset(len(honest), os.urandom(16)))
+            try:
+                ev.load(flipped)
+            except errors.HSwarmError as exc:
+                failure = exc
+                continue
+            return flipped
+        raise errors.EvaluationError(
+            f"cannot inject bitflip into step {sid}: no flipped copy deserialized in "
+            f"{BITFLIP_TRIES} tries ({failure})"
+        )
+    raise errors.EvaluationError(f"cannot inject fault: unknown lie {lie.kind!r}")
 
 
 def _error_reply(exc: BaseException, action: str) -> tuple[str, str, str]:
@@ -266,7 +304,7 @@ class Executor:
         reply = self._wait(f"execute task {request.task_id}", should_stop)
         self.last_used = time.monotonic()
         if reply[0] == "ok":
-            return TaskOutput(reply[1], reply[2], self.pid)
+            return TaskOutput(reply[1], reply[2], self.pid, reply[3])
         raise _rebuild(reply[1], reply[2])
 
     def _wait(self, what: str, should_stop: StopCheck) -> tuple[Any, ...]:

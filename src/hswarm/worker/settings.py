@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from hswarm import wire
+from hswarm.worker import faults
 
 GIB = 1 << 30
 MAX_LEASE_BATCH = 64  # wire.LeaseRequest.max_tasks
@@ -66,7 +67,9 @@ class WorkerSettings(BaseSettings):
     long_poll_s: float = Field(10.0, ge=0.0, le=30.0)
     http_timeout_s: float = Field(30.0, gt=0.0)
     http_retries: int = Field(5, ge=0, le=20)
-    fault: str | None = None  # reserved: fault injection (Byzantine workers) for chaos tests
+    # Fault injection (tests and chaos only; see ``faults``): a mode such as "garbage" or
+    # "collude:GROUP", kept in its canonical text, which the worker declares to the queen.
+    fault: str | None = None
 
     @field_validator("queen_url")
     @classmethod
@@ -78,12 +81,13 @@ class WorkerSettings(BaseSettings):
 
     @field_validator("fault")
     @classmethod
-    def _refuse_fault(cls, value: str | None) -> str | None:
-        if value is not None:
-            raise ValueError(
-                f"cannot inject fault {value!r}: fault injection is not implemented yet; unset HSWARM_FAULT"
-            )
-        return value
+    def _check_fault(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():  # HSWARM_FAULT= (empty) means no fault
+            return None
+        try:
+            return str(faults.parse(value))
+        except faults.FaultModeError as exc:
+            raise ValueError(str(exc)) from exc
 
     @model_validator(mode="after")
     def _derive(self) -> WorkerSettings:
@@ -106,3 +110,8 @@ class WorkerSettings(BaseSettings):
     def batch(self) -> int:
         assert self.lease_batch is not None  # set by _derive
         return self.lease_batch
+
+    @property
+    def injected_fault(self) -> faults.Fault | None:
+        """The parsed fault mode, None for an honest worker."""
+        return faults.parse(self.fault) if self.fault is not None else None

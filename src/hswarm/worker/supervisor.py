@@ -14,6 +14,13 @@ their leases hold), posts their results, stops the executors and exits 0; a seco
 kills the executors and exits at once (the queen re-queues the leases when they expire).
 A SIGKILL loses nothing the protocol cannot redo.
 
+A faulty worker (``HSWARM_FAULT``, tests and chaos only) declares its fault mode when it
+registers and then lies as its :class:`~hswarm.worker.faults.Saboteur` decides: the
+executor child writes the wrong bytes, the supervisor replays earlier digests, sleeps
+before posting or exits abruptly mid-task. Its lies follow the protocol (wrong blobs are
+uploaded, results posted as usual), and each one is logged as a ``FAULT <mode> task …``
+line for chaos reports.
+
 The supervisor itself never loads OpenFHE and never parses a ciphertext: only executor
 children do (``executor``).
 """
@@ -34,7 +41,7 @@ from pathlib import Path
 from types import FrameType
 
 from hswarm import errors, wire
-from hswarm.worker import cache, executor, settings, transport
+from hswarm.worker import cache, executor, faults, settings, transport
 
 log = logging.getLogger("hswarm.worker")
 
@@ -64,6 +71,8 @@ class Supervisor:
             connections=config.executors + 4,
         )
         self.pool = executor.ExecutorPool(config.executors, threads_per_executor=config.executor_threads)
+        self.fault = config.injected_fault
+        self.saboteur = faults.Saboteur(self.fault) if self.fault is not None else None
         self.enrollment: wire.Enrollment | None = None
         self._leases: dict[str, _Lease] = {}
         self._lock = threading.Lock()
@@ -77,6 +86,13 @@ class Supervisor:
     def run(self) -> int:
         """Serve until stopped; 0 after a clean stop, 2 when the queen refuses the worker."""
         heartbeats: threading.Thread | None = None
+        if self.fault is not None:
+            log.warning(
+                "faulty worker %s: fault injection %r is on (tests and chaos only): %s",
+                self.settings.name,
+                str(self.fault),
+                self.fault.description,
+            )
         try:
             enrollment = self._register()
             if enrollment is None:
@@ -130,6 +146,7 @@ class Supervisor:
             determinism_class=settings.determinism_class(),
             executors=self.settings.executors,
             memory_bytes=settings.memory_bytes(),
+            fault=self.settings.fault,
         )
         delay = 1.0
         while not self._stopping.is_set():
@@ -140,6 +157,16 @@ class Supervisor:
                 self._stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
                 continue
+            except transport.QueenError as exc:
+                if self.fault is None:
+                    raise
+                raise transport.QueenError(
+                    f"{exc}. This worker declared fault {str(self.fault)!r} (HSWARM_FAULT / --fault): "
+                    "a queen refuses faulty workers unless its settings allow them (tests and chaos "
+                    "only); allow them there, or start the worker without a fault",
+                    status=exc.status,
+                    code=exc.code,
+                ) from exc
             log.info(
                 "worker %s registered as %s with %s (%d executor(s), cache %s)",
                 self.settings.name,
@@ -284,6 +311,7 @@ class Supervisor:
     def _execute(self, lease: _Lease, pinned: list[str]) -> tuple[str, float]:
         """Fetch, compute, upload and post one task; returns (outcome, compute seconds)."""
         spec = lease.spec
+        lie = self.saboteur.begin() if self.saboteur is not None else None
         try:
             inputs = {sid: (d, str(self._fetch(d, "blob", pinned))) for sid, d in spec.inputs.items()}
             request = executor.TaskRequest(
@@ -292,6 +320,7 @@ class Supervisor:
                 inputs=inputs,
                 outputs=list(spec.outputs),
                 out_dir=str(self.cache.temp_dir),
+                lie=lie,
             )
             log.debug("task %s: executing", spec.task_id)
             output = self.pool.run(
@@ -300,9 +329,16 @@ class Supervisor:
                 request,
                 should_stop=lambda: self._abandon_reason(lease),
             )
-            digests = self._keep_outputs(output, pinned)
-            for digest in sorted(set(digests.values())):
+            if self.saboteur is not None and self.saboteur.crashes:
+                self._crash(spec)
+            made = self._keep_outputs(output, pinned)
+            digests = self.saboteur.replay(spec.task_id, made) if self.saboteur is not None else made
+            # A replayed digest was uploaded with its earlier task: only fresh bytes go up.
+            for digest in sorted(set(digests.values()) & set(made.values())):
                 self.queen.upload(digest, self.cache.path(digest))
+            if self.saboteur is not None:
+                self.saboteur.remember(spec.task_id, {s: d for s, d in digests.items() if made[s] == d})
+                self._confess(spec, digests, output.honest or made)
             reason = self._abandon_reason(lease)
             if reason:
                 return f"abandoned: {reason}", output.seconds
@@ -349,6 +385,37 @@ class Supervisor:
                 Path(temp).unlink(missing_ok=True)
         return dict(sorted(digests.items()))
 
+    # -- fault injection ----------------------------------------------------------------
+
+    def _confess(self, spec: wire.TaskSpec, posted: dict[int, str], honest: dict[int, str]) -> None:
+        """One ``FAULT`` line per lying task: what it posts and what the truth was."""
+        lies = {sid: d for sid, d in posted.items() if honest.get(sid) != d}
+        if not lies:
+            return
+        log.warning(
+            "FAULT %s task %s attempt %d: posting %s instead of %s",
+            self.fault,
+            spec.task_id,
+            spec.attempt,
+            ", ".join(f"step {sid} {d}" for sid, d in sorted(lies.items())),
+            ", ".join(f"step {sid} {honest[sid]}" for sid in sorted(lies)),
+        )
+
+    def _crash(self, spec: wire.TaskSpec) -> None:
+        log.warning(
+            "FAULT %s task %s attempt %d: exiting abruptly with status %d after computing it, "
+            "before posting; its lease will expire at the queen",
+            self.fault,
+            spec.task_id,
+            spec.attempt,
+            faults.CRASH_STATUS,
+        )
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        self.pool.kill_now()
+        os._exit(faults.CRASH_STATUS)
+
     def _check_cached(self, spec: wire.TaskSpec) -> None:
         """After a digest mismatch: drop cached files of this task whose bytes are damaged."""
         for digest in {spec.context, *spec.inputs.values()}:
@@ -379,6 +446,19 @@ class Supervisor:
         return self._post(lease, result, f"error ({message})")
 
     def _post(self, lease: _Lease, result: wire.TaskResult, outcome: str) -> str:
+        if self.saboteur is not None and self.saboteur.delay_s > 0:
+            log.warning(
+                "FAULT %s task %s attempt %d: sleeping %g s before posting its result",
+                self.fault,
+                result.task_id,
+                result.attempt,
+                self.saboteur.delay_s,
+            )
+            # The heartbeats go on meanwhile; a lost lease ends the sleep early.
+            lease.cancelled.wait(self.saboteur.delay_s)
+            reason = self._abandon_reason(lease)
+            if reason:
+                return f"abandoned: {reason}"
         try:
             receipt = self.queen.result(result)
         except transport.QueenError as exc:

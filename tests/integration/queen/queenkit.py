@@ -105,9 +105,18 @@ def wide(circuit: Circuit, copies: int) -> dict[str, Any]:
 
 # -- a store seeded without HTTP --------------------------------------------------------
 
+UNVERIFIED = wire.Assurance(verify=False)
 
-def seed_job(db: store.Store, fhe: Material, circuit_doc: dict[str, Any]) -> str:
-    """Record the context and input blobs directly, then submit a job through the service."""
+
+def seed_job(
+    db: store.Store,
+    fhe: Material,
+    circuit_doc: dict[str, Any],
+    cfg: settings.QueenSettings | None = None,
+    assurance: wire.Assurance = UNVERIFIED,
+) -> str:
+    """Record the context and input blobs directly, then submit a job through the service
+    (unverified unless told: one replica per task keeps queue tests about the queue)."""
     ctx = digest(fhe.context)
     with db.write() as conn:
         store.insert_absent(
@@ -127,9 +136,12 @@ def seed_job(db: store.Store, fhe: Material, circuit_doc: dict[str, Any]) -> str
                 conn, store.blobs, {"digest": digest(data), "size": len(data), "created_at": 0.0}
             )
     submission = wire.JobSubmission(
-        circuit=circuit_doc, context=ctx, inputs={sid: digest(data) for sid, data in fhe.inputs.items()}
+        circuit=circuit_doc,
+        context=ctx,
+        inputs={sid: digest(data) for sid, data in fhe.inputs.items()},
+        assurance=assurance,
     )
-    return jobs.submit(db, submission).job_id
+    return jobs.submit(db, cfg or settings.QueenSettings(), submission).job_id
 
 
 def fake_outputs(db: store.Store, spec: wire.TaskSpec, tag: str = "") -> dict[int, str]:
@@ -183,10 +195,15 @@ class Driver:
         assert r.status_code in (200, 201), r.text
         return d
 
-    def submit(self, fhe: Material, circuit_doc: dict[str, Any] | None = None) -> str:
+    def submit(self, fhe: Material, circuit_doc: dict[str, Any] | None = None, verify: bool = False) -> str:
         ctx = self.put_context(fhe.context)
         inputs = {str(sid): self.put_blob(data) for sid, data in fhe.inputs.items()}
-        body = {"circuit": circuit_doc or fhe.circuit.to_json(), "context": ctx, "inputs": inputs}
+        body = {
+            "circuit": circuit_doc or fhe.circuit.to_json(),
+            "context": ctx,
+            "inputs": inputs,
+            "assurance": {"verify": verify},
+        }
         r = self.client.post("/v1/jobs", json=body)
         assert r.status_code == 201, r.text
         return r.json()["job_id"]

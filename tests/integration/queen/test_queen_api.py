@@ -38,7 +38,7 @@ def test_whole_job_from_enrollment_to_result_digests(queen: Driver, fhe: Materia
         outputs = queen.outputs(task)
         produced.update({int(k): v for k, v in outputs.items()})
         r = queen.post_result(worker, task, outputs=outputs, seconds=0.01)
-        assert r.json() == {"accepted": True, "duplicate": False}
+        assert r.json() == {"accepted": True, "duplicate": False, "error": None}
 
     status = queen.status(job_id)
     assert status["state"] == "done" and status["tasks_done"] == 4 and status["finished_at"]
@@ -127,10 +127,14 @@ def test_repeated_result_is_a_duplicate_that_changes_nothing(queen: Driver, fhe:
     job_id = queen.submit(fhe, chain(fhe.circuit))
     (task,) = queen.lease(worker)
     outputs = queen.outputs(task)
-    assert queen.post_result(worker, task, outputs=outputs).json() == {"accepted": True, "duplicate": False}
+    assert queen.post_result(worker, task, outputs=outputs).json() == {
+        "accepted": True,
+        "duplicate": False,
+        "error": None,
+    }
     before = snapshot(queen.cfg)
     again = queen.post_result(worker, task, outputs=outputs)
-    assert again.status_code == 200 and again.json() == {"accepted": True, "duplicate": True}
+    assert again.status_code == 200 and again.json() == {"accepted": True, "duplicate": True, "error": None}
     assert snapshot(queen.cfg) == before and queen.status(job_id)["tasks_done"] == 1
     # the same attempt with other bytes is not a duplicate: it contradicts the accepted one
     other = {k: queen.put_blob(b"other" + k.encode()) for k in outputs}

@@ -26,6 +26,13 @@ def _task(db: store.Store, task_id: str) -> Any:
         return conn.execute(sa.select(store.tasks).where(store.tasks.c.id == task_id)).one()
 
 
+def _replica(db: store.Store, task_id: str) -> Any:
+    """The task's newest replica."""
+    with db.read() as conn:
+        query = sa.select(store.replicas).where(store.replicas.c.task_id == task_id)
+        return conn.execute(query.order_by(store.replicas.c.attempt.desc()).limit(1)).one()
+
+
 def _job(db: store.Store, job_id: str) -> Any:
     with db.read() as conn:
         return conn.execute(sa.select(store.jobs).where(store.jobs.c.id == job_id)).one()
@@ -53,7 +60,7 @@ def test_migrations_create_exactly_the_store_tables(db: store.Store) -> None:
     db.migrate()  # a second run changes nothing
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), store.metadata) == []
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0001"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0002"
 
 
 def test_concurrent_lessees_never_get_the_same_task(
@@ -102,7 +109,8 @@ def test_sweeper_returns_an_expired_lease_and_refuses_its_late_result(
     assert queue.sweep(db, cfg, now=t0 + 29.0)["expired"] == 0
     assert queue.sweep(db, cfg, now=t0 + 31.0)["expired"] == 1
     row = _task(db, spec.task_id)
-    assert (row.state, row.leased_by, row.attempt) == ("ready", None, 1)
+    assert (row.state, row.attempt, row.in_flight, row.wanted) == ("ready", 1, 0, 1)
+    assert _replica(db, spec.task_id).state == "lost"
     with pytest.raises(refusals.ConflictError):
         _done(db, cfg, worker, spec, now=t0 + 32.0)
     (again,) = _lease(db, cfg, worker, now=t0 + 33.0)
@@ -194,7 +202,7 @@ def test_heartbeat_renews_only_unexpired_leases_of_the_caller(
     first, second = _lease(db, cfg, worker, n=2, now=100.0)
     reply = queue.heartbeat(db, cfg, worker, wire.Heartbeat(leases=[first.task_id]), now=108.0)
     assert (reply.renewed, reply.cancelled, reply.deadline) == ([first.task_id], [], 118.0)
-    assert _task(db, second.task_id).deadline == 110.0  # not listed: not renewed
+    assert _replica(db, second.task_id).deadline == 110.0  # not listed: not renewed
     late = queue.heartbeat(db, cfg, worker, wire.Heartbeat(leases=[first.task_id, second.task_id]), now=111.0)
     assert (late.renewed, late.cancelled) == ([first.task_id], [second.task_id])
     _done(db, cfg, worker, first, now=117.0)  # within the renewed deadline

@@ -6,7 +6,9 @@ task ids in ``cancel`` are answered as cancelled), result (recorded; unknown out
 digests are a 409), blob get/put (put checks the digest). Tasks of a compiled circuit
 become ready as their inputs appear, like the real queen's dependency tracking. Knobs
 for failures: ``corrupt`` serves other bytes under a digest, ``fail_next`` answers 503
-a number of times per path. It decides nothing about correctness: tests do.
+a number of times per path, ``refuse_faults`` refuses workers that declare a fault
+injection mode (403, as a queen that does not allow faulty workers). It decides nothing
+about correctness: tests do.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ def digest(data: bytes) -> str:
 
 
 class FakeQueen:
-    def __init__(self, *, heartbeat_interval_s: float = 0.1, lease_ttl_s: float = 30.0) -> None:
+    def __init__(
+        self, *, heartbeat_interval_s: float = 0.1, lease_ttl_s: float = 30.0, refuse_faults: bool = False
+    ) -> None:
         self.heartbeat_interval_s = heartbeat_interval_s
         self.lease_ttl_s = lease_ttl_s
+        self.refuse_faults = refuse_faults
         self.blobs: dict[str, bytes] = {}
         self.corrupt: dict[str, bytes] = {}
         self.fail_next: collections.Counter[str] = collections.Counter()
@@ -149,6 +154,9 @@ class FakeQueen:
             registration = wire.Registration.model_validate_json(body)
             if registration.token != TOKEN:
                 return _error(401, "unauthorized", "bad enrollment token")
+            if registration.fault is not None and self.refuse_faults:
+                refusal = f"faulty workers are not allowed (fault {registration.fault!r})"
+                return _error(403, "forbidden", refusal)
             with self.cond:
                 self.registrations.append(registration)
                 credential = f"cred-{len(self.registrations)}"

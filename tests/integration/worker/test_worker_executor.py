@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from fake_queen import digest
-from worker_harness import Material, batch, make_material, pid_alive, wait_until
+from worker_harness import Material, batch, make_material, pid_alive, task_request, wait_until
 
 from hswarm import errors
 from hswarm.worker import executor
@@ -33,26 +33,7 @@ def _files(tmp_path: Path, material: Material) -> Path:
     return path
 
 
-def _request(tmp_path: Path, material: Material, name: str, index: int = 0) -> executor.TaskRequest:
-    circuit = material.circuits[name]
-    task = circuit.tasks[index]
-    available = (
-        {**material.inputs[name], **material.reference(name)} if name == "batch" else material.inputs[name]
-    )
-    inputs = {}
-    for sid in task.inputs:
-        path = tmp_path / f"{name}-{sid}.ct"
-        path.write_bytes(available[sid])
-        inputs[sid] = (digest(available[sid]), str(path))
-    out = tmp_path / "out"
-    out.mkdir(exist_ok=True)
-    return executor.TaskRequest(
-        task_id=f"{name}-{task.id}",
-        steps=[(s.id, s.op, list(s.args), dict(s.attrs)) for s in (circuit.steps[i] for i in task.steps)],
-        inputs=inputs,
-        outputs=list(task.outputs),
-        out_dir=str(out),
-    )
+_request = task_request
 
 
 def test_outputs_are_byte_identical_to_local_execution(

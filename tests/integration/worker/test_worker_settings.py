@@ -37,7 +37,7 @@ def test_several_executors_lease_as_many_and_run_single_threaded(monkeypatch: py
 @pytest.mark.parametrize(
     ("overrides", "needle"),
     [
-        ({"fault": "flip-bits"}, "cannot inject fault 'flip-bits'"),
+        ({"fault": "flip-bits"}, "cannot inject fault 'flip-bits': unknown mode 'flip-bits'; valid modes"),
         ({"queen_url": "queen:8470"}, "must start with http:// or https://"),
         ({"role": "king"}, "role"),
         ({"executors": 0}, "executors"),
@@ -50,9 +50,16 @@ def test_bad_settings_are_refused(overrides: dict[str, object], needle: str) -> 
         WorkerSettings(**literal)
 
 
-def test_fault_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fault_from_the_environment_is_parsed_into_its_canonical_text(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HSWARM_FAULT", " Collude:ring-1 ")
+    config = WorkerSettings(queen_url="http://q", token="t")
+    assert config.fault == "collude:ring-1" and str(config.injected_fault) == "collude:ring-1"
+    monkeypatch.setenv("HSWARM_FAULT", "")  # empty: no fault
+    assert WorkerSettings(queen_url="http://q", token="t").injected_fault is None
     monkeypatch.setenv("HSWARM_FAULT", "lie")
-    with pytest.raises(pydantic.ValidationError, match="fault injection is not implemented yet"):
+    with pytest.raises(pydantic.ValidationError, match="valid modes: garbage, wrong-value, replay"):
         WorkerSettings(queen_url="http://q", token="t")
 
 

@@ -47,6 +47,7 @@ def test_worker_computes_a_circuit_byte_identical_to_local_execution(
 
     registration = queen.registrations[0]
     assert registration.name == "test-worker" and registration.role == "worker"
+    assert registration.fault is None  # an honest worker declares no fault
     assert registration.executors == 2 and registration.determinism_class.startswith("openfhe-")
     # Once the context is cached, the worker advertises it when it asks for work.
     assert queen.wait_for(lambda: material.context in queen.lease_requests[-1].contexts, 10)

@@ -21,6 +21,7 @@ from fake_queen import TOKEN, FakeQueen, digest
 from hswarm import runtime
 from hswarm.crypto import evaluator, keys, params
 from hswarm.program import Circuit, Program, compile_program
+from hswarm.worker import executor
 
 SLOW_ITERATIONS = 250  # 500 steps: about a second or more on a 2-core machine
 ENDLESS_ITERATIONS = 5000  # a task that runs far longer than any test waits
@@ -66,6 +67,33 @@ class Material:
         """Upload the context and the circuit's inputs to the queen; input digests by step."""
         queen.add_blob(self.context_bytes)
         return {sid: queen.add_blob(data) for sid, data in self.inputs[name].items()}
+
+
+def task_request(
+    directory: Path, material: Material, name: str, index: int = 0, **extra: Any
+) -> executor.TaskRequest:
+    """An executor request for task ``index`` of circuit ``name``, its inputs written as
+    files under ``directory`` (inputs computed by earlier tasks taken from the reference)."""
+    circuit = material.circuits[name]
+    task = circuit.tasks[index]
+    available = (
+        {**material.inputs[name], **material.reference(name)} if name == "batch" else material.inputs[name]
+    )
+    inputs = {}
+    for sid in task.inputs:
+        path = directory / f"{name}-{sid}.ct"
+        path.write_bytes(available[sid])
+        inputs[sid] = (digest(available[sid]), str(path))
+    out = directory / "out"
+    out.mkdir(exist_ok=True)
+    return executor.TaskRequest(
+        task_id=f"{name}-{task.id}",
+        steps=[(s.id, s.op, list(s.args), dict(s.attrs)) for s in (circuit.steps[i] for i in task.steps)],
+        inputs=inputs,
+        outputs=list(task.outputs),
+        out_dir=str(out),
+        **extra,
+    )
 
 
 def make_material(programs: dict[str, Program]) -> Material:
