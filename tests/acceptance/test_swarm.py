@@ -62,8 +62,10 @@ def test_demo_command_reports_a_correct_result(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(report.read_text())
-    assert data["correct"] is True and data["workers"] == 3 and data["tasks"] >= 3
-    assert data["seconds"] > 0 and "CORRECT" in done.stdout
+    assert data["correct"] is True and data["workers"] == 4 and data["byzantine"] == 1
+    assert data["tasks"] >= 3 and data["seconds"] > 0 and "CORRECT" in done.stdout
+    assurance = data["assurance"]  # the liar (wrong-value) was outvoted and quarantined
+    assert assurance["lies"] >= 1 and len(assurance["quarantined"]) == 1
 
 
 @pytest.mark.parametrize("preset", ["insecure-ckks", "insecure-bfv", "insecure-bgv"])
