@@ -205,8 +205,9 @@ def _chaos(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from hswarm.swarm import routing, simulator
+    from hswarm.swarm import quorum, routing, simulator
 
+    policy = quorum.QuorumPolicy(faults=args.faults, max_replicas=max(7, 2 * args.faults + 1))
     strategies = routing.STRATEGIES if args.strategy == "all" else (args.strategy,)
     results = [
         simulator.simulate(
@@ -217,6 +218,7 @@ def _simulate(args: argparse.Namespace) -> int:
                 tasks_per_job=args.tasks,
                 strategy=strategy,
                 seed=args.seed,
+                quorum=policy,
             )
         )
         for strategy in strategies
@@ -307,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     simulate.add_argument("--workers", type=int, default=100, help="simulated workers (default 100)")
     simulate.add_argument("--byzantine", type=float, default=0.0, help="Byzantine fraction (default 0)")
+    simulate.add_argument(
+        "--faults", type=int, default=1, help="f, the Byzantine workers the quorum must outvote (default 1)"
+    )
     simulate.add_argument(
         "--strategy", choices=[*STRATEGIES, "all"], default="all", help="routing (default all)"
     )
