@@ -70,10 +70,10 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "sleeper",
-            "5 honest workers, a guardian, and a sleeper that is honest for 8 tasks and then lies; "
+            "3 honest workers, a guardian, and a sleeper that is honest for 6 tasks and then lies; "
             "adaptive replication trusts after 4 verified results and audits every unreplicated one",
-            (None,) * 5 + ("sleeper:8",),
-            jobs=6,
+            (None,) * 3 + ("sleeper:6",),
+            jobs=8,
             guardians=1,
             queen={"HSWARM_TRUST_AFTER": "4", "HSWARM_AUDIT_RATE": "1.0"},
         ),
@@ -120,12 +120,15 @@ async def _submit_jobs(
     transport = QueenTransport(url, timeout_s=30.0)
     context = public.to_bytes()
     await _retry(transport.put_context, digest(context), context)
-    jobs: list[tuple[str, dict[int, str]]] = []
-    started = time.perf_counter()
+    prepared = []  # encrypted inputs and the reference digests, computed before the clock starts
     for j in range(scenario.jobs):
         inputs = runtime.encrypt_inputs(keyset, circuit, {"x": [v + j for v in values["x"]]})
         reference = runtime.run_circuit(evaluator, circuit, inputs)
         expected = {sid: digest(reference[sid]) for term in circuit.outputs.values() for sid in term.chunks}
+        prepared.append((j, inputs, expected))
+    jobs: list[tuple[str, dict[int, str]]] = []
+    started = time.perf_counter()
+    for j, inputs, expected in prepared:
         for data in inputs.values():
             await _retry(transport.put_blob, digest(data), data)
         accepted = await _retry(
