@@ -182,7 +182,17 @@ def _bearer(request: fastapi.Request) -> str | None:
 
 
 async def _worker(request: fastapi.Request, queen: Annotated[Queen, fastapi.Depends(_queen)]) -> str:
-    return await run_in_threadpool(queen.credentials.authenticate, queen.store, _bearer(request))
+    bearer = _bearer(request)
+    # a credential seen lately needs no query, so no trip to a worker thread either
+    known = queen.credentials.remembered(bearer)
+    return known or await run_in_threadpool(queen.credentials.authenticate, queen.store, bearer)
+
+
+def _answer(message: wire.Message) -> responses.Response:
+    """A reply serialized once, by pydantic: returned as a model, FastAPI would validate
+    it again against the response model, dump it to Python objects and encode those.
+    The route's ``response_model`` still documents it."""
+    return responses.Response(message.model_dump_json(), media_type="application/json")
 
 
 QueenDep = Annotated[Queen, fastapi.Depends(_queen)]
@@ -261,9 +271,9 @@ async def list_jobs(queen: QueenDep) -> wire.JobList:
     return await run_in_threadpool(jobs.list_jobs, queen.store, queen.settings)
 
 
-@router.get("/v1/jobs/{job_id}", tags=["jobs"])
-async def job_status(job_id: str, queen: QueenDep) -> wire.JobStatus:
-    return await run_in_threadpool(jobs.status, queen.store, queen.settings, job_id)
+@router.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=wire.JobStatus)
+async def job_status(job_id: str, queen: QueenDep) -> responses.Response:
+    return _answer(await run_in_threadpool(jobs.status, queen.store, queen.settings, job_id))
 
 
 @router.websocket("/v1/jobs/{job_id}/events")
@@ -283,27 +293,28 @@ async def register(body: wire.Registration, queen: QueenDep) -> wire.Enrollment:
     return await run_in_threadpool(membership.register, queen.store, queen.settings, body)
 
 
-@router.post("/v1/workers/lease", tags=["workers"])
-async def lease(body: wire.LeaseRequest, worker: WorkerDep, queen: QueenDep) -> wire.LeaseGrant:
-    return await queue.wait_for_lease(queen.store, queen.settings, worker, body, queen.bell, queen.trails)
+@router.post("/v1/workers/lease", tags=["workers"], response_model=wire.LeaseGrant)
+async def lease(body: wire.LeaseRequest, worker: WorkerDep, queen: QueenDep) -> responses.Response:
+    grant = await queue.wait_for_lease(queen.store, queen.settings, worker, body, queen.bell, queen.trails)
+    return _answer(grant)
 
 
-@router.post("/v1/workers/heartbeat", tags=["workers"])
-async def heartbeat(body: wire.Heartbeat, worker: WorkerDep, queen: QueenDep) -> wire.HeartbeatReply:
-    return await run_in_threadpool(queue.heartbeat, queen.store, queen.settings, worker, body)
+@router.post("/v1/workers/heartbeat", tags=["workers"], response_model=wire.HeartbeatReply)
+async def heartbeat(body: wire.Heartbeat, worker: WorkerDep, queen: QueenDep) -> responses.Response:
+    return _answer(await run_in_threadpool(queue.heartbeat, queen.store, queen.settings, worker, body))
 
 
-@router.post("/v1/workers/result", tags=["workers"])
-async def result(body: wire.TaskResult, worker: WorkerDep, queen: QueenDep) -> wire.ResultReceipt:
+@router.post("/v1/workers/result", tags=["workers"], response_model=wire.ResultReceipt)
+async def result(body: wire.TaskResult, worker: WorkerDep, queen: QueenDep) -> responses.Response:
     receipt = await run_in_threadpool(
         functools.partial(queue.accept_result, trails=queen.trails), queen.store, queen.settings, worker, body
     )
     queen.bell.ring()
-    return receipt
+    return _answer(receipt)
 
 
-@router.post("/v1/workers/results", tags=["workers"])
-async def results(body: wire.ResultBatch, worker: WorkerDep, queen: QueenDep) -> wire.ReceiptBatch:
+@router.post("/v1/workers/results", tags=["workers"], response_model=wire.ReceiptBatch)
+async def results(body: wire.ResultBatch, worker: WorkerDep, queen: QueenDep) -> responses.Response:
     receipts = await run_in_threadpool(
         functools.partial(queue.accept_results, trails=queen.trails),
         queen.store,
@@ -312,7 +323,7 @@ async def results(body: wire.ResultBatch, worker: WorkerDep, queen: QueenDep) ->
         body.results,
     )
     queen.bell.ring()
-    return wire.ReceiptBatch(receipts=receipts)
+    return _answer(wire.ReceiptBatch(receipts=receipts))
 
 
 @router.post("/v1/workers/{worker_id}/release", tags=["workers"])

@@ -112,6 +112,7 @@ def submit(
         ]
         if rows:
             conn.execute(sa.insert(store.tasks), rows)
+            store.refresh_statistics(conn, store.tasks, len(rows))
         if submission.inputs:
             conn.execute(
                 sa.insert(store.results),
@@ -150,9 +151,14 @@ def task_id(job_id: str, index: int) -> str:
     return f"{job_id}.{index}"
 
 
+# Everything but the circuit: decoding a big job's circuit costs more than the rest of
+# its status, and a client may poll that often.
+_STATUS_COLUMNS = sa.select(*(c for c in store.jobs.c if c.name != "circuit"))
+
+
 def status(db: store.Store, cfg: settings.QueenSettings, job_id: str) -> wire.JobStatus:
     with db.read() as conn:
-        row = conn.execute(sa.select(store.jobs).where(store.jobs.c.id == job_id)).one_or_none()
+        row = conn.execute(_STATUS_COLUMNS.where(store.jobs.c.id == job_id)).one_or_none()
         if row is None:
             raise refusals.NotFoundError(f"cannot find job {job_id}: no job has that id")
         return _status(conn, cfg, row)
@@ -160,7 +166,7 @@ def status(db: store.Store, cfg: settings.QueenSettings, job_id: str) -> wire.Jo
 
 def list_jobs(db: store.Store, cfg: settings.QueenSettings, limit: int = 100) -> wire.JobList:
     with db.read() as conn:
-        rows = conn.execute(sa.select(store.jobs).order_by(store.jobs.c.created_at.desc()).limit(limit)).all()
+        rows = conn.execute(_STATUS_COLUMNS.order_by(store.jobs.c.created_at.desc()).limit(limit)).all()
         return wire.JobList(jobs=[_status(conn, cfg, row) for row in rows])
 
 
@@ -189,40 +195,47 @@ def _status(conn: sa.Connection, cfg: settings.QueenSettings, row: Any) -> wire.
 
 
 def _assurance(conn: sa.Connection, cfg: settings.QueenSettings, job: Any) -> wire.AssuranceReport:
-    """The job's verification so far, from its replicas (cancelled ones are history)."""
+    """The job's verification so far, from its replicas (cancelled ones are history).
+    Counted by the database: a client polling a big job's status must not cost the
+    queen a row per replica."""
     r, t = store.replicas, store.tasks
-    voted = conn.execute(
-        sa.select(r.c.task_id, r.c.digest, r.c.audit, r.c.verdict, r.c.worker_id).where(
-            r.c.job_id == job.id, r.c.state == "voted"
+    voted = sa.and_(r.c.job_id == job.id, r.c.state == "voted")
+    replicas, audits = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(sa.case((r.c.audit, 1)))).where(voted)
+    ).one()
+    split = (
+        sa.select(r.c.task_id)
+        .where(voted)
+        .group_by(r.c.task_id)
+        .having(sa.func.count(r.c.digest.distinct()) > 1)
+    )
+    disagreements = conn.execute(sa.select(sa.func.count()).select_from(split.subquery())).scalar_one()
+    lied = dict(
+        conn.execute(
+            sa.select(r.c.worker_id, sa.func.count())
+            .where(r.c.job_id == job.id, r.c.verdict == "lied")
+            .group_by(r.c.worker_id)
         )
-    ).all()
-    digests: dict[str, set[str]] = {}
-    for task_id, digest, _audit, _verdict, _worker in voted:
-        digests.setdefault(task_id, set()).add(digest)
-    liars = conn.execute(
-        sa.select(r.c.worker_id).where(r.c.job_id == job.id, r.c.verdict == "lied").distinct()
-    ).scalars()
-    lies = conn.execute(
-        sa.select(sa.func.count()).where(r.c.job_id == job.id, r.c.verdict == "lied")
-    ).scalar_one()
-    single = (
-        conn.execute(sa.select(t.c.audit).where(t.c.job_id == job.id, t.c.state == "done", t.c.single))
-        .scalars()
+        .tuples()
         .all()
     )
+    unreplicated, unaudited = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(sa.case((~t.c.audit, 1)))).where(
+            t.c.job_id == job.id, t.c.state == "done", t.c.single
+        )
+    ).one()
     faults = cfg.faults if job.verify else 0
-    unaudited = sum(1 for audited in single if not audited)
     bound = assurance.wrong_result_bound(faults, unaudited, cfg.audit_rate) if job.verify else 1.0
     return wire.AssuranceReport(
         verified=bool(job.verify),
         quorum=job.quorum,
         faults=faults,
-        replicas=len(voted),
-        unreplicated=len(single),
-        audits=sum(1 for v in voted if v.audit),
-        disagreements=sum(1 for d in digests.values() if len(d) > 1),
-        lies=lies,
-        quarantined=sorted(liars),
+        replicas=replicas,
+        unreplicated=unreplicated,
+        audits=audits,
+        disagreements=disagreements,
+        lies=sum(lied.values()),
+        quarantined=sorted(lied),
         reexecuted=job.reexecuted,
         wrong_bound=bound,
     )

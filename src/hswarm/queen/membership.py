@@ -111,11 +111,15 @@ class Credentials:
         self.ttl_s = ttl_s
         self._known: dict[str, tuple[str, float]] = {}
 
+    def remembered(self, credential: str | None) -> str | None:
+        """The worker id of a credential seen less than ``ttl_s`` ago; no query."""
+        hit = self._known.get(credential) if credential else None
+        return hit[0] if hit is not None and hit[1] > time.monotonic() else None
+
     def authenticate(self, db: store.Store, credential: str | None) -> str:
-        if credential:
-            hit = self._known.get(credential)
-            if hit is not None and hit[1] > time.monotonic():
-                return hit[0]
+        worker_id = self.remembered(credential)
+        if worker_id is not None:
+            return worker_id
         worker_id = authenticate(db, credential)
         if len(self._known) > 10_000:
             self._known.clear()

@@ -35,14 +35,14 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
 import sqlalchemy as sa
 
 from hswarm import errors, wire
-from hswarm.queen import blobs, events, membership, refusals, settings, store
+from hswarm.queen import blobs, events, jobs, membership, refusals, settings, store
 from hswarm.swarm import quorum, reputation, routing
 
 _T, _W, _J, _R = store.tasks, store.workers, store.jobs, store.replicas
@@ -94,6 +94,41 @@ def vote_digest(outputs: dict[int, str]) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
+# Statements of the hot paths, built once (building and caching one costs more than
+# SQLite takes to run it); IN lists expand at execution.
+_IDS = sa.bindparam("ids", expanding=True)
+_ANY_READY = sa.select(_T.c.id).where(_T.c.state == "ready").limit(1)
+_WORKER = sa.select(_W).where(_W.c.id == sa.bindparam("b_worker"))
+_TOUCH = (
+    sa.update(_W)
+    .where(_W.c.id == sa.bindparam("b_worker"), _W.c.state == "alive")
+    .values(last_seen=sa.bindparam("b_now"))
+    .returning(_W)
+)
+_GUARDIANS_ALIVE = (
+    sa.select(_W.c.id).where(_W.c.role == "guardian", _W.c.state == "alive", ~_W.c.quarantined).limit(1)
+)
+_JOB_POLICIES = sa.select(_J.c.id, _J.c.verify, _J.c.quorum).where(_J.c.id.in_(_IDS))
+_LEASED = (
+    sa.update(_T)
+    .where(_T.c.id == sa.bindparam("tid"))
+    .values(
+        attempt=sa.bindparam("attempt"),
+        wanted=sa.bindparam("wanted"),
+        in_flight=sa.bindparam("in_flight"),
+        single=sa.bindparam("single"),
+        audit=sa.bindparam("audit"),
+        dclass=sa.bindparam("dclass"),
+        state=sa.bindparam("state"),
+    )
+)
+_INSERT_REPLICAS = sa.insert(_R)
+_KNOWN_STEPS = sa.select(store.results.c.job_id, store.results.c.step_id, store.results.c.digest).where(
+    store.results.c.job_id.in_(sa.bindparam("jobs", expanding=True)),
+    store.results.c.step_id.in_(sa.bindparam("steps", expanding=True)),
+)
+
+
 def lease(
     db: store.Store,
     cfg: settings.QueenSettings,
@@ -106,7 +141,7 @@ def lease(
     """Lease up to ``request.max_tasks`` replicas of ready tasks to a worker, without waiting."""
     with db.read() as conn:  # most polls find nothing: don't take the write lock for them
         _check_not_quarantined(_worker(conn, worker_id))
-        if conn.execute(sa.select(_T.c.id).where(_T.c.state == "ready").limit(1)).first() is None:
+        if conn.execute(_ANY_READY).first() is None:
             return wire.LeaseGrant(tasks=[])
     now = time.time() if now is None else now
     rng = rng or random.Random()
@@ -123,7 +158,8 @@ def lease(
             dclass=me.determinism_class,
             may_audit=guardian or not _guardians_alive(conn),
             audits_first=guardian,
-            limit=max(4 * request.max_tasks, 16),
+            # fifo grants the oldest: no wider offer to choose from (nor rows to lock)
+            limit=request.max_tasks if cfg.routing == "fifo" else max(4 * request.max_tasks, 16),
         )
         chosen = _route(conn, cfg, me, request, rows, now, rng, trails)
         if not chosen:
@@ -190,21 +226,8 @@ def lease(
                     "data": data,
                 }
             )
-        conn.execute(
-            sa.update(_T)
-            .where(_T.c.id == sa.bindparam("tid"))
-            .values(
-                attempt=sa.bindparam("attempt"),
-                wanted=sa.bindparam("wanted"),
-                in_flight=sa.bindparam("in_flight"),
-                single=sa.bindparam("single"),
-                audit=sa.bindparam("audit"),
-                dclass=sa.bindparam("dclass"),
-                state=sa.bindparam("state"),
-            ),
-            updates,
-        )
-        conn.execute(sa.insert(_R), replicas)
+        conn.execute(_LEASED, updates)
+        conn.execute(_INSERT_REPLICAS, replicas)
         events.append_many(conn, log)
         known = _job_values(conn, chosen)
         by_id = {u["tid"]: u for u in updates}
@@ -265,7 +288,9 @@ def accept_result(
     now = time.time() if now is None else now
 
     def record(conn: sa.Connection) -> wire.ResultReceipt:
-        receipt = _accept(conn, cfg, _worker(conn, worker_id), result, now, trails)
+        batch = _Batch(conn, cfg, worker_id, now, trails, [result])
+        receipt = batch.take(result)
+        batch.flush()
         if not receipt.duplicate:
             _touch(conn, worker_id, now)
         return receipt
@@ -288,15 +313,16 @@ def accept_results(
     order = sorted(range(len(batch)), key=lambda i: batch[i].task_id)  # one lock order for all
 
     def record(conn: sa.Connection) -> list[wire.ResultReceipt]:
-        me = _worker(conn, worker_id)
+        taken = _Batch(conn, cfg, worker_id, now, trails, batch)
         receipts: dict[int, wire.ResultReceipt] = {}
         for i in order:
             try:
-                receipts[i] = _accept(conn, cfg, me, batch[i], now, trails)
+                receipts[i] = taken.take(batch[i])
             except errors.HSwarmError as exc:
                 _status, code = refusals.classify(exc)
                 body = wire.ErrorBody(code=code, message=str(exc))
                 receipts[i] = wire.ResultReceipt(accepted=False, error=body)
+        taken.flush()
         if any(r.accepted and not r.duplicate for r in receipts.values()):
             _touch(conn, worker_id, now)
         return [receipts[i] for i in range(len(batch))]
@@ -381,6 +407,10 @@ def _touch(
     contexts: list[str] | None = None,
 ) -> Any:
     """The worker spoke: it is alive (again). Returns its row."""
+    if load is None and contexts is None:
+        row = conn.execute(_TOUCH, {"b_worker": worker_id, "b_now": now}).first()
+        if row is not None:
+            return row
     values: dict[str, Any] = {"last_seen": now}
     if load is not None:
         values["load"] = load
@@ -400,7 +430,7 @@ def _touch(
 
 
 def _worker(conn: sa.Connection, worker_id: str) -> Any:
-    return conn.execute(sa.select(_W).where(_W.c.id == worker_id)).one()
+    return conn.execute(_WORKER, {"b_worker": worker_id}).one()
 
 
 def _check_not_quarantined(worker: Any) -> None:
@@ -418,16 +448,15 @@ def _standing(row: Any) -> reputation.Standing:
 
 
 def _guardians_alive(conn: sa.Connection) -> bool:
-    query = sa.select(_W.c.id).where(_W.c.role == "guardian", _W.c.state == "alive", ~_W.c.quarantined)
-    return conn.execute(query.limit(1)).first() is not None
+    return conn.execute(_GUARDIANS_ALIVE).first() is not None
 
 
 def _policies(
     conn: sa.Connection, cfg: settings.QueenSettings, job_ids: set[str]
 ) -> dict[str, tuple[bool, int]]:
     """Per job: (verify, votes a replicated task needs)."""
-    query = sa.select(_J.c.id, _J.c.verify, _J.c.quorum).where(_J.c.id.in_(sorted(job_ids)))
-    return {jid: (bool(verify), need) for jid, verify, need in conn.execute(query)}
+    rows = conn.execute(_JOB_POLICIES, {"ids": sorted(job_ids)})
+    return {jid: (bool(verify), need) for jid, verify, need in rows}
 
 
 def _quorum_policy(cfg: settings.QueenSettings, verify: bool, need: int) -> quorum.QuorumPolicy:
@@ -495,7 +524,7 @@ def _route(
 def _accept(
     conn: sa.Connection,
     cfg: settings.QueenSettings,
-    me: Any,
+    worker_id: str,
     result: wire.TaskResult,
     now: float,
     trails: routing.Trails | None,
@@ -509,7 +538,7 @@ def _accept(
     rep = conn.execute(
         sa.select(_R).where(_R.c.task_id == task.id, _R.c.attempt == result.attempt)
     ).one_or_none()
-    if rep is None or rep.worker_id != me.id:
+    if rep is None or rep.worker_id != worker_id:
         raise refusals.ConflictError(
             f"cannot accept the result for task {task.id} attempt {result.attempt}: it is not leased "
             f"to this worker for that attempt (task is {task.state}, attempt {task.attempt}); "
@@ -561,8 +590,8 @@ def _accept(
         now,
         job_id=task.job_id,
         task_id=task.id,
-        worker_id=me.id,
-        data={"worker_id": me.id, "attempt": rep.attempt, "seconds": result.seconds},
+        worker_id=worker_id,
+        data={"worker_id": worker_id, "attempt": rep.attempt, "seconds": result.seconds},
     )
     task = conn.execute(
         sa.update(_T).where(_T.c.id == task.id).values(in_flight=_T.c.in_flight - 1).returning(_T)
@@ -584,6 +613,408 @@ def _is_repeat(rep: Any, result: wire.TaskResult) -> bool:
             "result was already recorded for it"
         )
     return True
+
+
+# -- a batch of results, set-based ---------------------------------------------------------
+# The common path (a vote that is accepted, or that waits for more replicas) costs a
+# constant number of statements per batch, not per result.
+
+_TASKS_LOCKED = sa.select(_T).where(_T.c.id.in_(_IDS)).order_by(_T.c.id).with_for_update()
+_REPLICAS_OF = sa.select(_R).where(_R.c.task_id.in_(_IDS))
+_BLOBS_PRESENT = sa.select(store.blobs.c.digest).where(store.blobs.c.digest.in_(_IDS))
+_VOTE = (
+    sa.update(_R)
+    .where(_R.c.task_id == sa.bindparam("b_task"), _R.c.attempt == sa.bindparam("b_attempt"))
+    .values(
+        state="voted",
+        digest=sa.bindparam("b_digest"),
+        outputs=sa.bindparam("b_outputs", type_=_R.c.outputs.type),
+        seconds=sa.bindparam("b_seconds", type_=_R.c.seconds.type),
+        deadline=None,
+        verdict=sa.bindparam("b_verdict", type_=_R.c.verdict.type),  # set when it wins in this batch
+    )
+)
+# Rows by primary key: with the tables' statistics stale (PostgreSQL analyzes a growing
+# table late), a filter on state may be planned as a scan of every voted replica.
+_AGREE = (
+    sa.update(_R)
+    .where(_R.c.task_id == sa.bindparam("b_task"), _R.c.attempt == sa.bindparam("b_attempt"))
+    .values(verdict="agreed")
+)
+_TASK_STATE = (
+    sa.update(_T)
+    .where(_T.c.id == sa.bindparam("b_task"))
+    .values(
+        state=sa.bindparam("b_state"),
+        wanted=sa.bindparam("b_wanted"),
+        in_flight=sa.bindparam("b_in_flight"),
+        digest=sa.bindparam("b_digest", type_=_T.c.digest.type),
+        error=sa.bindparam("b_error", type_=_T.c.error.type),
+        queued_at=sa.bindparam("b_queued_at", type_=_T.c.queued_at.type),
+    )
+)
+_INSERT_RESULTS = sa.insert(store.results)
+_DEPENDENT_DONE = (
+    sa.update(_T)
+    .where(_T.c.id == sa.bindparam("b_task"), _T.c.state == "waiting")
+    .values(pending=_T.c.pending - sa.bindparam("b_n"))
+)
+_READY_NOW = (
+    sa.select(_T.c.id)
+    .where(_T.c.id.in_(_IDS), _T.c.state == "waiting", _T.c.pending == 0)
+    .order_by(_T.c.id)
+    .with_for_update()
+)
+_JOB_TASKS_DONE = (
+    sa.update(_J)
+    .where(_J.c.id == sa.bindparam("b_job"))
+    .values(tasks_done=_J.c.tasks_done + sa.bindparam("b_n"))
+    .returning(_J.c.tasks_total, _J.c.tasks_done, _J.c.state)
+)
+_WORKERS_LOCKED = sa.select(_W).where(_W.c.id.in_(_IDS)).order_by(_W.c.id).with_for_update()
+_WORKER_CREDIT = (
+    sa.update(_W)
+    .where(_W.c.id == sa.bindparam("b_worker"))
+    .values(
+        done=_W.c.done + sa.bindparam("b_n"), streak=sa.bindparam("b_streak"), valid=sa.bindparam("b_valid")
+    )
+)
+
+
+class _Batch:
+    """Results of one request, checked and applied in memory, written at :meth:`flush`.
+
+    The rows the results touch are read once (their tasks locked, in id order). Each
+    result is then checked against them exactly as :func:`_accept` would check it against
+    the database, and recorded in memory, so a later result of the batch sees what an
+    earlier one did; a refusal raises before anything is recorded. :meth:`flush` writes
+    what was recorded with one statement per kind of change and appends the events in
+    the order the per-result path would have. What the common path does not cover (an
+    error result, a dispute, a liar, an undecidable task) flushes, runs the per-result
+    code on the database, and reads the rows again.
+    """
+
+    def __init__(
+        self,
+        conn: sa.Connection,
+        cfg: settings.QueenSettings,
+        worker_id: str,
+        now: float,
+        trails: routing.Trails | None,
+        results: list[wire.TaskResult],
+    ) -> None:
+        self.conn, self.cfg, self.worker_id, self.now, self.trails = conn, cfg, worker_id, now, trails
+        self.task_ids = sorted({r.task_id for r in results})
+        self._load()
+        job_ids = sorted({t.job_id for t in self.tasks.values()})
+        self.policies = {
+            jid: (bool(verify), need) for jid, verify, need in conn.execute(_JOB_POLICIES, {"ids": job_ids})
+        }
+        digests = sorted({d for r in results for d in (r.outputs or {}).values()})
+        self.present = set(conn.execute(_BLOBS_PRESENT, {"ids": digests}).scalars()) if digests else set()
+        self._clear()
+
+    def _load(self) -> None:
+        """Read (again) the tasks of the batch, locked, and all their replicas."""
+        ids = {"ids": self.task_ids}
+        self.tasks = {row.id: _Mutable(row) for row in self.conn.execute(_TASKS_LOCKED, ids)}
+        self.replicas: dict[tuple[str, int], _Mutable] = {}
+        self.of_task: dict[str, list[_Mutable]] = {tid: [] for tid in self.tasks}
+        for row in self.conn.execute(_REPLICAS_OF, ids):
+            rep = _Mutable(row)
+            self.replicas[(rep.task_id, rep.attempt)] = rep
+            self.of_task.setdefault(rep.task_id, []).append(rep)
+        for reps in self.of_task.values():
+            reps.sort(key=lambda r: r.attempt)
+
+    def _clear(self) -> None:
+        self.voted: list[dict[str, Any]] = []
+        self.agreed: list[dict[str, Any]] = []
+        self.changed: dict[str, _Mutable] = {}
+        self.outputs: list[dict[str, Any]] = []
+        # dependent task -> (its job, inputs it got, the event slot after the last one's task_done)
+        self.inputs_done: dict[str, tuple[str, int, list[dict[str, Any]]]] = {}
+        self.tasks_done: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # job -> (n, slot)
+        self.credits: dict[str, list[int]] = {}  # worker -> [results done, verified ones]
+        self.log: list[dict[str, Any] | list[dict[str, Any]]] = []  # events, and slots for more
+
+    # -- one result ---------------------------------------------------------------------
+
+    def take(self, result: wire.TaskResult) -> wire.ResultReceipt:
+        """Check and record one result, like :func:`_accept`; a refusal raises."""
+        if result.error is not None:  # rare: the per-result path decides
+            return self._on_store(
+                lambda: _accept(self.conn, self.cfg, self.worker_id, result, self.now, self.trails)
+            )
+        task = self.tasks.get(result.task_id)
+        if task is None:
+            raise refusals.NotFoundError(f"cannot accept the result: no task {result.task_id}")
+        rep = self.replicas.get((task.id, result.attempt))
+        if rep is None or rep.worker_id != self.worker_id:
+            raise refusals.ConflictError(
+                f"cannot accept the result for task {task.id} attempt {result.attempt}: it is not leased "
+                f"to this worker for that attempt (task is {task.state}, attempt {task.attempt}); "
+                "drop it and lease again"
+            )
+        if _is_repeat(rep, result):
+            return wire.ResultReceipt(accepted=True, duplicate=True)
+        if rep.state != "leased":
+            raise refusals.ConflictError(
+                f"cannot accept the result for task {task.id} attempt {result.attempt}: that lease ended "
+                f"({rep.state}); drop it and lease again"
+            )
+        if rep.deadline < self.now:
+            raise refusals.ConflictError(
+                f"cannot accept the result for task {task.id}: its lease expired "
+                f"{self.now - rep.deadline:.1f} s ago; heartbeat more often than lease_ttl_s"
+            )
+        if task.state not in ("ready", "leased"):  # a live lease of a settled task: let _accept judge
+            return self._on_store(
+                lambda: _accept(self.conn, self.cfg, self.worker_id, result, self.now, self.trails)
+            )
+        wanted = task.spec["outputs"]
+        if sorted(result.outputs) != sorted(wanted):
+            raise errors.ProgramError(
+                f"cannot accept the result for task {task.id}: outputs must be steps {sorted(wanted)}, "
+                f"got {sorted(result.outputs)}"
+            )
+        absent = set(result.outputs.values()) - self.present
+        if absent:
+            raise refusals.ConflictError(
+                f"cannot accept the result for task {task.id}: output blobs {sorted(absent)} are not "
+                "uploaded; PUT them before posting the result"
+            )
+        rep.state, rep.digest, rep.deadline, rep.seconds = (
+            "voted",
+            vote_digest(result.outputs),
+            None,
+            result.seconds,
+        )
+        rep.outputs = {str(k): v for k, v in sorted(result.outputs.items())}
+        rep.unwritten = {
+            "b_task": rep.task_id,
+            "b_attempt": rep.attempt,
+            "b_digest": rep.digest,
+            "b_outputs": rep.outputs,
+            "b_seconds": rep.seconds,
+            "b_verdict": rep.verdict,
+        }
+        self.voted.append(rep.unwritten)
+        self.log.append(
+            {
+                "kind": "task_voted",
+                "at": self.now,
+                "job_id": task.job_id,
+                "task_id": task.id,
+                "worker_id": self.worker_id,
+                "data": {"worker_id": self.worker_id, "attempt": rep.attempt, "seconds": result.seconds},
+            }
+        )
+        task.in_flight -= 1
+        self.changed[task.id] = task
+        if task.in_flight == 0:
+            self._judge(task)
+        return wire.ResultReceipt(accepted=True)
+
+    def _on_store(self, step: Callable[[], wire.ResultReceipt]) -> wire.ResultReceipt:
+        """Run a per-result step on the database: flush first, read again after."""
+        self.flush()
+        try:
+            return step()
+        finally:
+            self._load()
+
+    def _judge(self, task: _Mutable) -> None:
+        """:func:`_judge` for the common verdicts; the others go to the database."""
+        votes = [
+            quorum.Vote(
+                worker=r.worker_id, owner=r.owner, dclass=r.dclass, digest=r.digest, guardian=bool(r.guardian)
+            )
+            for r in self.of_task[task.id]
+            if r.state == "voted"
+        ]
+        verify, need = self.policies[task.job_id]
+        if len({v.digest for v in votes}) == 1:
+            audited = any(r.audit and r.state == "voted" for r in self.of_task[task.id])
+            if task.single and task.audit and not audited:
+                self._want(task, votes, {"reason": "waiting for its audit"}, at_least=1)
+                return
+            verdict = quorum.judge(
+                votes, _quorum_policy(self.cfg, verify, need), in_flight=0, single=task.single
+            )
+            if verdict.state == "accepted" and not verdict.liars:
+                self._accepted(task, verdict)
+                return
+            if verdict.state == "pending":
+                self._want(task, votes, {"reason": verdict.reason})
+                return
+
+        def judge_on_store() -> wire.ResultReceipt:
+            row = self.conn.execute(sa.select(_T).where(_T.c.id == task.id)).one()
+            _judge(self.conn, self.cfg, row, self.now, self.trails)
+            return wire.ResultReceipt(accepted=True)
+
+        self._on_store(judge_on_store)
+
+    def _want(
+        self, task: _Mutable, votes: list[quorum.Vote], data: dict[str, Any], at_least: int = 0
+    ) -> None:
+        """:func:`_want`, in memory."""
+        verify, need = self.policies[task.job_id]
+        verdict = quorum.judge(
+            votes, _quorum_policy(self.cfg, verify, need), in_flight=task.in_flight, single=task.single
+        )
+        wanted = max(verdict.wanted, at_least, 0 if task.in_flight else 1)
+        was = task.state
+        task.wanted, task.state = wanted, "ready" if wanted else "leased"
+        if wanted:
+            task.queued_at = self.now
+        if wanted and was != "ready":
+            self.log.append(
+                {
+                    "kind": "task_ready",
+                    "at": self.now,
+                    "job_id": task.job_id,
+                    "task_id": task.id,
+                    "data": data,
+                }
+            )
+
+    def _accepted(self, task: _Mutable, verdict: quorum.Verdict) -> None:
+        """:func:`_accepted` without liars, in memory."""
+        winners = [r for r in self.of_task[task.id] if r.state == "voted" and r.digest == verdict.digest]
+        for rep in winners:
+            rep.verdict = "agreed"
+            unwritten = getattr(rep, "unwritten", None)
+            if unwritten is not None:  # voted in this batch: one write for the vote and the verdict
+                unwritten["b_verdict"] = "agreed"
+            else:
+                self.agreed.append({"b_task": rep.task_id, "b_attempt": rep.attempt})
+        task.state, task.wanted, task.digest, task.error = "done", 0, verdict.digest, None
+        first = winners[0]
+        self.outputs += [
+            {"job_id": task.job_id, "step_id": int(sid), "digest": digest, "task_id": task.id}
+            for sid, digest in sorted(first.outputs.items(), key=lambda kv: int(kv[0]))
+        ]
+        self.log.append(
+            {
+                "kind": "task_done",
+                "at": self.now,
+                "job_id": task.job_id,
+                "task_id": task.id,
+                "worker_id": first.worker_id,
+                "data": {
+                    "worker_id": first.worker_id,
+                    "attempt": first.attempt,
+                    "seconds": first.seconds,
+                    "votes": len(winners),
+                    "single": bool(task.single),
+                },
+            }
+        )
+        if task.dependents:
+            slot: list[dict[str, Any]] = []  # task_ready of the dependents it completes
+            self.log.append(slot)
+            for index in task.dependents:
+                dependent = jobs.task_id(task.job_id, index)
+                got = self.inputs_done.get(dependent, (task.job_id, 0, slot))[1]
+                self.inputs_done[dependent] = (task.job_id, got + 1, slot)
+        slot = []  # the job's end, if this was its last task
+        self.log.append(slot)
+        self.tasks_done[task.job_id] = (self.tasks_done.get(task.job_id, (0, slot))[0] + 1, slot)
+        key = routing.trail_key(task.context, task.kind)
+        verified = not (task.single and not task.audit)  # a lone unaudited vote earns no standing
+        for rep in sorted(winners, key=lambda r: r.worker_id):
+            counts = self.credits.setdefault(rep.worker_id, [0, 0])
+            counts[0] += 1
+            counts[1] += int(verified)
+            if self.trails is not None and rep.seconds and verified:
+                self.trails.deposit(rep.worker_id, key, rep.seconds, self.now)
+
+    # -- writes -------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write what was recorded, in the lock order tasks -> replicas -> job -> worker."""
+        conn = self.conn
+        if self.voted:
+            conn.execute(_VOTE, self.voted)
+        if self.agreed:
+            conn.execute(_AGREE, self.agreed)
+        if self.changed:
+            conn.execute(
+                _TASK_STATE,
+                [
+                    {
+                        "b_task": t.id,
+                        "b_state": t.state,
+                        "b_wanted": t.wanted,
+                        "b_in_flight": t.in_flight,
+                        "b_digest": t.digest,
+                        "b_error": t.error,
+                        "b_queued_at": t.queued_at,
+                    }
+                    for t in sorted(self.changed.values(), key=lambda t: t.id)
+                ],
+            )
+        if self.outputs:
+            conn.execute(_INSERT_RESULTS, self.outputs)
+        if self.inputs_done:
+            self._ready_dependents()
+        if self.tasks_done:
+            self._finish_jobs()
+        if self.credits:
+            self._credit_workers()
+        log: list[dict[str, Any]] = []
+        for entry in self.log:
+            log.extend(entry if isinstance(entry, list) else [entry])
+        events.append_many(conn, log)
+        self._clear()
+
+    def _ready_dependents(self) -> None:
+        # A decrement under the row lock, then a read of the locked rows: when two
+        # dependencies finish at once in two transactions (PostgreSQL), the second waits
+        # for the first and sees its decrement, so exactly one of them sees zero.
+        ids = sorted(self.inputs_done)
+        self.conn.execute(_DEPENDENT_DONE, [{"b_task": t, "b_n": self.inputs_done[t][1]} for t in ids])
+        complete = list(self.conn.execute(_READY_NOW, {"ids": ids}).scalars())
+        if complete:
+            self.conn.execute(
+                sa.update(_T).where(_T.c.id.in_(complete)).values(state="ready", queued_at=self.now)
+            )
+        for tid in complete:
+            job_id, _got, slot = self.inputs_done[tid]
+            slot.append({"kind": "task_ready", "at": self.now, "job_id": job_id, "task_id": tid})
+
+    def _finish_jobs(self) -> None:
+        for job_id in sorted(self.tasks_done):  # a batch's results are of one job or a few
+            finished, slot = self.tasks_done[job_id]
+            params = {"b_job": job_id, "b_n": finished}
+            total, done, state = self.conn.execute(_JOB_TASKS_DONE, params).one()
+            if done == total and state == "running":
+                self.conn.execute(
+                    sa.update(_J).where(_J.c.id == job_id).values(state="done", finished_at=self.now)
+                )
+                slot.append({"kind": "done", "at": self.now, "job_id": job_id, "data": {"tasks": total}})
+
+    def _credit_workers(self) -> None:
+        rows = self.conn.execute(_WORKERS_LOCKED, {"ids": sorted(self.credits)}).all()
+        updates = []
+        for row in rows:
+            done, verified = self.credits[row.id]
+            standing = _standing(row)
+            for _ in range(verified):
+                standing = reputation.credit(standing)
+            updates.append(
+                {"b_worker": row.id, "b_n": done, "b_streak": standing.streak, "b_valid": standing.valid}
+            )
+        self.conn.execute(_WORKER_CREDIT, updates)
+
+
+class _Mutable:
+    """A row's values as attributes that a batch may change in memory."""
+
+    def __init__(self, row: sa.Row[Any]) -> None:
+        self.__dict__.update(row._mapping)
 
 
 def _end_replica(
@@ -848,13 +1279,16 @@ def _caught(
     )
     if not worker.quarantined:
         events.append(conn, "quarantined", now, worker_id=worker.id, data={"task_id": task.id})
-    for held in conn.execute(sa.select(_R).where(_R.c.worker_id == worker.id, _R.c.state == "leased")).all():
+    # in task order: the events come out the same whatever order the rows are stored in
+    held_q = sa.select(_R).where(_R.c.worker_id == worker.id, _R.c.state == "leased").order_by(_R.c.task_id)
+    for held in conn.execute(held_q).all():
         _end_replica(conn, cfg, held, now, "cancelled", "worker_quarantined", trails=trails)
     unconfirmed = conn.execute(
         sa.select(_T)
         .join(_R, sa.and_(_R.c.task_id == _T.c.id, _R.c.worker_id == worker.id, _R.c.verdict == "agreed"))
         .join(_J, _J.c.id == _T.c.job_id)
         .where(_J.c.state == "running", _T.c.state == "done", _T.c.single, ~_T.c.audit)
+        .order_by(_T.c.id)
     ).all()
     for row in unconfirmed:
         _rerun(conn, cfg, row, now, f"its only vote came from worker {worker.id}, caught lying")
@@ -952,11 +1386,8 @@ def _job_values(conn: sa.Connection, rows: list[Any]) -> dict[str, dict[int, str
     for row in rows:
         wanted.setdefault(row.job_id, set()).update(row.spec["inputs"])
     steps = sorted(set().union(*wanted.values())) if wanted else []
-    query = sa.select(store.results.c.job_id, store.results.c.step_id, store.results.c.digest).where(
-        store.results.c.job_id.in_(sorted(wanted)), store.results.c.step_id.in_(steps)
-    )
     known: dict[str, dict[int, str]] = {job: {} for job in wanted}
-    for job_id, step_id, digest in conn.execute(query):
+    for job_id, step_id, digest in conn.execute(_KNOWN_STEPS, {"jobs": sorted(wanted), "steps": steps}):
         known[job_id][step_id] = digest
     return known
 

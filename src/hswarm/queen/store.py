@@ -14,7 +14,9 @@ It does not know what the rows mean: the services (``jobs``, ``queue``, ``member
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -126,7 +128,7 @@ tasks = sa.Table(
     sa.Column("audit", sa.Boolean, nullable=False, server_default=sa.false()),  # a guardian re-runs it
     sa.Column("dclass", sa.String(200), nullable=True),  # determinism class of its replicas
     sa.Column("digest", _Digest, nullable=True),  # the accepted result's digest
-    sa.Index("ix_tasks_state_queued_at", "state", "queued_at"),
+    sa.Index("ix_tasks_state_queued_at_id", "state", "queued_at", "id"),  # the ready queue, in order
 )
 
 results = sa.Table(
@@ -179,13 +181,18 @@ class Store:
 
     ``write()`` is the only way to change rows; on SQLite it takes the write lock at
     ``BEGIN`` (``BEGIN IMMEDIATE``) so a read-then-update inside it cannot interleave
-    with another writer. An exception inside either block rolls everything back, which
-    is how a rejected request leaves the store unchanged.
+    with another writer, and the threads of one process take turns before that. An
+    exception inside either block rolls everything back, which is how a rejected request
+    leaves the store unchanged.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
+        # SQLite has one writer at a time, and a connection that finds the lock taken
+        # sleeps and polls (up to 100 ms a try): threads of this process queue here
+        # instead and start the moment the writer before them commits.
+        self._writer = threading.Lock() if self.dialect == "sqlite" else contextlib.nullcontext()
 
     @property
     def dialect(self) -> str:
@@ -198,7 +205,7 @@ class Store:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
+        with self._writer, self.engine.connect() as conn:
             conn.execution_options(**{_WRITE: True})
             with conn.begin():
                 yield conn
@@ -250,7 +257,11 @@ def create_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "connect", _sqlite_connect)
         sa.event.listen(engine, "begin", _sqlite_begin)
         return engine
-    return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True)
+    # psycopg prepares a statement on its 5th run and PostgreSQL may then keep one generic
+    # plan for it, made while the tables were small (a sequential scan of replicas per
+    # ready task, say), for the life of the connection. Plan each run for the data of now.
+    options = {"options": "-c plan_cache_mode=force_custom_plan"}
+    return sa.create_engine(url, pool_size=8, max_overflow=32, pool_pre_ping=True, connect_args=options)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -280,6 +291,20 @@ def insert_absent(conn: sa.Connection, table: sa.Table, row: Mapping[str, Any]) 
     return inserted is not None
 
 
+def refresh_statistics(conn: sa.Connection, table: sa.Table, added: int) -> None:
+    """After ``added`` rows went into ``table``: on PostgreSQL, update its planner
+    statistics now if autovacuum would (50 rows and a tenth of the table) rather than
+    within its next minute, while the planner still takes a big new job's ready queue
+    for a few rows (and plans each lease as a sort of all of them). SQLite plans well
+    enough without statistics."""
+    if conn.dialect.name != "postgresql" or added < 50:
+        return
+    query = sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)")
+    known = conn.execute(query, {"name": table.name}).scalar_one()
+    if added > 0.1 * max(known, 0.0):
+        conn.exec_driver_sql(f"ANALYZE {table.name}")
+
+
 def upsert(dialect: str) -> Any:
     """The dialect's ``insert`` with ``on_conflict_do_nothing/update``."""
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -298,25 +323,36 @@ def ready_for(
     """Up to ``limit`` ready tasks this worker may take a replica of, locked for this
     transaction, oldest first: of its determinism class (or none yet), without a live
     replica of its owner, and audits only if ``may_audit``. Inside ``Store.write()``."""
+    query = _ready_query(may_audit, audits_first)
+    params = {"r_owner": owner, "r_worker": worker_id, "r_dclass": dclass, "r_limit": limit}
+    return list(conn.execute(query, params).all())
+
+
+@functools.cache
+def _ready_query(may_audit: bool, audits_first: bool) -> sa.Select[Any]:
+    """The query of :func:`ready_for`, built once per variant (building it costs more
+    than running it)."""
     mine = (
         sa.select(replicas.c.task_id)
         .where(
             replicas.c.task_id == tasks.c.id,
-            replicas.c.state.in_(("leased", "voted")),
-            sa.or_(replicas.c.owner == owner, replicas.c.worker_id == worker_id),
+            sa.func.coalesce(replicas.c.state, "").in_(("leased", "voted")),
+            sa.or_(
+                replicas.c.owner == sa.bindparam("r_owner"), replicas.c.worker_id == sa.bindparam("r_worker")
+            ),
         )
         .exists()
     )
+    dclass = sa.bindparam("r_dclass", type_=tasks.c.dclass.type)
     where = [tasks.c.state == "ready", sa.or_(tasks.c.dclass.is_(None), tasks.c.dclass == dclass), ~mine]
     if not may_audit:
         where.append(~sa.and_(tasks.c.single, tasks.c.audit))
     order: list[Any] = [sa.case((sa.and_(tasks.c.single, tasks.c.audit), 0), else_=1)] if audits_first else []
     order += [tasks.c.queued_at, tasks.c.id]
-    query = (
+    return (
         sa.select(tasks)
         .where(*where)
         .order_by(*order)
-        .limit(limit)
+        .limit(sa.bindparam("r_limit", type_=sa.Integer))
         .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock already
     )
-    return list(conn.execute(query).all())
