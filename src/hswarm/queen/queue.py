@@ -105,8 +105,8 @@ _TOUCH = (
     .values(last_seen=sa.bindparam("b_now"))
     .returning(_W)
 )
-_GUARDIANS_ALIVE = (
-    sa.select(_W.c.id).where(_W.c.role == "guardian", _W.c.state == "alive", ~_W.c.quarantined).limit(1)
+_GUARDIANS_ALIVE = sa.select(_W.c.id, _W.c.owner).where(
+    _W.c.role == "guardian", _W.c.state == "alive", ~_W.c.quarantined
 )
 _JOB_POLICIES = sa.select(_J.c.id, _J.c.verify, _J.c.quorum).where(_J.c.id.in_(_IDS))
 _LEASED = (
@@ -151,12 +151,13 @@ def lease(
         _check_not_quarantined(me)
         owner = membership.owner_key(me.owner, me.id)
         guardian = me.role == "guardian"
+        guardians = _guardian_owners(conn)
         rows = store.ready_for(
             conn,
             owner=owner,
             worker_id=me.id,
             dclass=me.determinism_class,
-            may_audit=guardian or not _guardians_alive(conn),
+            may_audit=guardian or not guardians,
             audits_first=guardian,
             # fifo grants the oldest: no wider offer to choose from (nor rows to lock)
             limit=request.max_tasks if cfg.routing == "fifo" else max(4 * request.max_tasks, 16),
@@ -174,6 +175,8 @@ def lease(
             single, audit, wanted, auditing = row.single, row.audit, row.wanted - 1, False
             if single and audit and row.attempt > 0:
                 auditing = True  # the trusted worker has its replica; this one checks it
+            elif verify and need > 1 and row.attempt == 0 and guardian:
+                single, wanted = True, 0  # a guardian is trusted: its vote alone settles it
             elif (
                 verify
                 and need > 1
@@ -182,7 +185,10 @@ def lease(
             ):
                 single, wanted = True, 0  # adaptive replication: a trusted worker runs it alone
                 if reputation.should_audit(trust, rng.random()):
-                    audit, wanted = True, 1
+                    if guardians - {owner}:
+                        audit, wanted = True, 1  # an audit slot that a guardian will take
+                    else:  # no guardian of another owner to audit it: replicate it instead
+                        single, wanted = False, row.wanted - 1
             attempt = row.attempt + 1
             updates.append(
                 {
@@ -447,8 +453,9 @@ def _standing(row: Any) -> reputation.Standing:
     )
 
 
-def _guardians_alive(conn: sa.Connection) -> bool:
-    return conn.execute(_GUARDIANS_ALIVE).first() is not None
+def _guardian_owners(conn: sa.Connection) -> set[str]:
+    """Owner keys of the live guardians that are not quarantined (who can audit whom)."""
+    return {membership.owner_key(owner, wid) for wid, owner in conn.execute(_GUARDIANS_ALIVE)}
 
 
 def _policies(

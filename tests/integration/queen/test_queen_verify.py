@@ -250,3 +250,38 @@ def test_a_faulty_worker_registers_only_where_the_queen_allows_it(
     with pytest.raises(refusals.ForbiddenError, match="does not allow faulty workers"):
         membership.register(db, strict, request)
     assert membership.register(db, lax, request).worker_id
+
+
+def _guardian(db: store.Store, cfg: settings.QueenSettings, owner: str) -> str:
+    token = membership.ensure_token(cfg.token_path)
+    request = wire.Registration(token=token, name="g", owner=owner, role="guardian", determinism_class="test")
+    return membership.register(db, cfg, request).worker_id
+
+
+def test_a_guardian_settles_a_fresh_task_alone(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings(audit_rate=1.0)
+    guardian = _guardian(db, cfg, "data-owner")
+    enroll(db, cfg, "a", "a")
+    job_id = _one_task_job(db, cfg, fhe)
+    (spec,) = _lease(db, cfg, guardian, rng=Fixed(0.99))
+    _answer(db, cfg, guardian, spec)
+    status = _status(db, cfg, job_id)
+    assert status.state == "done" and status.assurance.replicas == 1  # no audit of a guardian
+
+
+def test_no_audit_slot_waits_for_a_guardian_of_the_audited_workers_own_owner(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings(trust_after=1, max_skip=0.9, audit_rate=1.0)
+    a, b = enroll(db, cfg, "a", "lab"), enroll(db, cfg, "b", "b")
+    _guardian(db, cfg, "lab")  # the only guardian shares a's owner: it may not audit a
+    _warm_up(db, cfg, fhe, a, b)
+    job_id = _one_task_job(db, cfg, fhe)
+    (first,) = _lease(db, cfg, a, rng=Fixed(0.99))  # trusted and drawn for an audit ...
+    (second,) = _lease(db, cfg, b, rng=Fixed(0.99))  # ... so it is replicated instead
+    assert second.task_id == first.task_id
+    _answer(db, cfg, a, first)
+    _answer(db, cfg, b, second)
+    assert _status(db, cfg, job_id).state == "done"
