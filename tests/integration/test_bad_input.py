@@ -762,7 +762,7 @@ def test_public_header_and_bundle_hold_no_secret_key_bytes(
 FUZZ_HEADER_BYTES = 2000
 FUZZ_BODY_FLIPS = 200
 FUZZ_SEED = 20240611
-FUZZ_TIMEOUT_S = 300
+FUZZ_TIMEOUT_S = 600  # a hang detector: generous, since a loaded 2-core machine runs it 3x slower
 # A worker process has bounded memory: a few flipped bits must not make one load of a
 # ~0.5 MB ciphertext take hundreds of megabytes (in a container that is an OOM kill).
 FUZZ_RSS_BUDGET = 512 << 20
