@@ -118,6 +118,17 @@ def test_sweeper_returns_an_expired_lease_and_refuses_its_late_result(
     assert _kinds(db, job_id)[-3:] == ["task_leased", "task_ready", "task_leased"]
 
 
+def test_a_big_submission_refreshes_the_planner_statistics_on_postgresql(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("SQLite plans without statistics")
+    seed_job(db, fhe, wide(fhe.circuit, 60), make_settings())
+    with db.read() as conn:
+        known = "SELECT reltuples FROM pg_class WHERE relname = 'tasks'"
+        assert conn.exec_driver_sql(known).scalar_one() == 60  # analyzed with the new rows
+
+
 def test_last_attempt_expiring_fails_the_job(db: store.Store, make_settings: Settings, fhe: Material) -> None:
     cfg = make_settings(lease_ttl_s=10.0, max_attempts=1)
     worker = enroll(db, cfg)
