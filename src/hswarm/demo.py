@@ -96,8 +96,7 @@ class LocalSwarm:
             "worker",
             "--queen",
             self.url,
-            "--token",
-            self.token,
+            f"--token={self.token}",  # "=": a token may begin with "-"
             "--name",
             f"worker-{index}",
             "--owner",

@@ -33,6 +33,8 @@ def ensure_token(path: Path) -> str:
     except FileExistsError:
         return path.read_text().strip()
     token = secrets.token_urlsafe(32)
+    while token.startswith("-"):  # `--token "$(cat enroll.token)"` would read it as an option
+        token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
     return token

@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from hswarm.queen import settings
+from hswarm.queen import membership, settings
 
 
 def _free_port() -> int:
@@ -71,3 +71,9 @@ def test_settings_come_from_hswarm_variables_and_derive_the_database(
     with pytest.raises(ValueError, match="dead_after_s"):
         settings.QueenSettings(suspect_after_s=10, dead_after_s=5)
     assert json.loads(cfg.model_dump_json())["host"] == "127.0.0.1"
+
+
+def test_enrollment_tokens_never_look_like_command_line_options(tmp_path: Path) -> None:
+    # `hswarm worker --token "$(cat enroll.token)"` must not read a token as an option
+    tokens = [membership.ensure_token(tmp_path / f"t{i}") for i in range(300)]
+    assert len(set(tokens)) == 300 and not any(t.startswith("-") for t in tokens)
