@@ -100,7 +100,7 @@ def submit(
                 "dependents": entry["dependents"],
                 "spec": entry["spec"],
                 "error": None,
-                "wanted": 0 if entry["pending"] else need,
+                "wanted": need,  # leased only once ready: a waiting task wants them later
                 "in_flight": 0,
                 "failures": 0,
                 "single": False,

@@ -1333,7 +1333,7 @@ def _rerun(conn: sa.Connection, cfg: settings.QueenSettings, task: Any, now: flo
             .values(
                 state=state,
                 pending=pending,
-                wanted=0 if pending else need,
+                wanted=need,
                 in_flight=0,
                 single=False,
                 audit=False,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from queenkit import Material, digest, enroll, seed_job, wide
+from queenkit import Material, chain, digest, enroll, seed_job, wide
 
 from hswarm import wire
 from hswarm.queen import events, jobs, membership, queue, refusals, settings, store
@@ -285,3 +285,19 @@ def test_no_audit_slot_waits_for_a_guardian_of_the_audited_workers_own_owner(
     _answer(db, cfg, a, first)
     _answer(db, cfg, b, second)
     assert _status(db, cfg, job_id).state == "done"
+
+
+def test_a_dependent_that_becomes_ready_wants_its_full_quorum_at_once(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    cfg = make_settings()
+    a, b = enroll(db, cfg, "a", "a"), enroll(db, cfg, "b", "b")
+    job_id = seed_job(db, fhe, chain(fhe.circuit), cfg, VERIFIED)
+    for _ in range(len(chain(fhe.circuit)["tasks"])):
+        (x,) = _lease(db, cfg, a)
+        (y,) = _lease(db, cfg, b)  # both replicas of each task are out together
+        assert x.task_id == y.task_id
+        _answer(db, cfg, a, x)
+        _answer(db, cfg, b, y)
+    status = _status(db, cfg, job_id)
+    assert status.state == "done" and status.assurance.disagreements == 0

@@ -36,7 +36,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("audit", sa.Boolean, nullable=False, server_default=sa.false()))
         batch.add_column(sa.Column("dclass", sa.String(200), nullable=True))
         batch.add_column(sa.Column("digest", _Digest, nullable=True))
-    op.execute("UPDATE tasks SET wanted = 0 WHERE state IN ('done', 'failed', 'waiting')")
+    op.execute("UPDATE tasks SET wanted = 0 WHERE state IN ('done', 'failed')")
     with op.batch_alter_table("jobs") as batch:
         batch.alter_column("replicas", new_column_name="quorum")
         batch.add_column(sa.Column("verify", sa.Boolean, nullable=False, server_default=sa.false()))
