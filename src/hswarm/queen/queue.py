@@ -545,40 +545,13 @@ def _accept(
     rep = conn.execute(
         sa.select(_R).where(_R.c.task_id == task.id, _R.c.attempt == result.attempt)
     ).one_or_none()
-    if rep is None or rep.worker_id != worker_id:
-        raise refusals.ConflictError(
-            f"cannot accept the result for task {task.id} attempt {result.attempt}: it is not leased "
-            f"to this worker for that attempt (task is {task.state}, attempt {task.attempt}); "
-            "drop it and lease again"
-        )
-    if _is_repeat(rep, result):
+    if _check_lease(task, rep, worker_id, result, now):
         return wire.ResultReceipt(accepted=True, duplicate=True)
-    if rep.state != "leased":
-        raise refusals.ConflictError(
-            f"cannot accept the result for task {task.id} attempt {result.attempt}: that lease ended "
-            f"({rep.state}); drop it and lease again"
-        )
-    if rep.deadline < now:
-        raise refusals.ConflictError(
-            f"cannot accept the result for task {task.id}: its lease expired {now - rep.deadline:.1f} s "
-            "ago; heartbeat more often than lease_ttl_s"
-        )
     if result.error is not None:
         conn.execute(sa.update(_T).where(_T.c.id == task.id).values(error=result.error))
         _end_replica(conn, cfg, rep, now, "failed", "error", result.error, trails=trails)
         return wire.ResultReceipt(accepted=True)
-    wanted = task.spec["outputs"]
-    if sorted(result.outputs) != sorted(wanted):
-        raise errors.ProgramError(
-            f"cannot accept the result for task {task.id}: outputs must be steps {sorted(wanted)}, "
-            f"got {sorted(result.outputs)}"
-        )
-    absent = blobs.missing(conn, set(result.outputs.values()))
-    if absent:
-        raise refusals.ConflictError(
-            f"cannot accept the result for task {task.id}: output blobs {sorted(absent)} are not "
-            "uploaded; PUT them before posting the result"
-        )
+    _check_outputs(task, result, blobs.missing(conn, set(result.outputs.values())))
     outputs = {str(k): v for k, v in sorted(result.outputs.items())}
     conn.execute(
         sa.update(_R)
@@ -606,6 +579,44 @@ def _accept(
     if task.in_flight == 0:
         _judge(conn, cfg, task, now, trails)
     return wire.ResultReceipt(accepted=True)
+
+
+def _check_lease(task: Any, rep: Any, worker_id: str, result: wire.TaskResult, now: float) -> bool:
+    """Refuse a result that is not for a live lease of this worker; True for a resend."""
+    if rep is None or rep.worker_id != worker_id:
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id} attempt {result.attempt}: it is not leased "
+            f"to this worker for that attempt (task is {task.state}, attempt {task.attempt}); "
+            "drop it and lease again"
+        )
+    if _is_repeat(rep, result):
+        return True
+    if rep.state != "leased":
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id} attempt {result.attempt}: that lease ended "
+            f"({rep.state}); drop it and lease again"
+        )
+    if rep.deadline < now:
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id}: its lease expired {now - rep.deadline:.1f} s "
+            "ago; heartbeat more often than lease_ttl_s"
+        )
+    return False
+
+
+def _check_outputs(task: Any, result: wire.TaskResult, absent: set[str]) -> None:
+    """Refuse outputs that are not the task's steps, or whose blobs were not uploaded."""
+    wanted = task.spec["outputs"]
+    if sorted(result.outputs) != sorted(wanted):
+        raise errors.ProgramError(
+            f"cannot accept the result for task {task.id}: outputs must be steps {sorted(wanted)}, "
+            f"got {sorted(result.outputs)}"
+        )
+    if absent:
+        raise refusals.ConflictError(
+            f"cannot accept the result for task {task.id}: output blobs {sorted(absent)} are not "
+            "uploaded; PUT them before posting the result"
+        )
 
 
 def _is_repeat(rep: Any, result: wire.TaskResult) -> bool:
@@ -757,40 +768,13 @@ class _Batch:
         if task is None:
             raise refusals.NotFoundError(f"cannot accept the result: no task {result.task_id}")
         rep = self.replicas.get((task.id, result.attempt))
-        if rep is None or rep.worker_id != self.worker_id:
-            raise refusals.ConflictError(
-                f"cannot accept the result for task {task.id} attempt {result.attempt}: it is not leased "
-                f"to this worker for that attempt (task is {task.state}, attempt {task.attempt}); "
-                "drop it and lease again"
-            )
-        if _is_repeat(rep, result):
+        if _check_lease(task, rep, self.worker_id, result, self.now):
             return wire.ResultReceipt(accepted=True, duplicate=True)
-        if rep.state != "leased":
-            raise refusals.ConflictError(
-                f"cannot accept the result for task {task.id} attempt {result.attempt}: that lease ended "
-                f"({rep.state}); drop it and lease again"
-            )
-        if rep.deadline < self.now:
-            raise refusals.ConflictError(
-                f"cannot accept the result for task {task.id}: its lease expired "
-                f"{self.now - rep.deadline:.1f} s ago; heartbeat more often than lease_ttl_s"
-            )
         if task.state not in ("ready", "leased"):  # a live lease of a settled task: let _accept judge
             return self._on_store(
                 lambda: _accept(self.conn, self.cfg, self.worker_id, result, self.now, self.trails)
             )
-        wanted = task.spec["outputs"]
-        if sorted(result.outputs) != sorted(wanted):
-            raise errors.ProgramError(
-                f"cannot accept the result for task {task.id}: outputs must be steps {sorted(wanted)}, "
-                f"got {sorted(result.outputs)}"
-            )
-        absent = set(result.outputs.values()) - self.present
-        if absent:
-            raise refusals.ConflictError(
-                f"cannot accept the result for task {task.id}: output blobs {sorted(absent)} are not "
-                "uploaded; PUT them before posting the result"
-            )
+        _check_outputs(task, result, set(result.outputs.values()) - self.present)
         rep.state, rep.digest, rep.deadline, rep.seconds = (
             "voted",
             vote_digest(result.outputs),
