@@ -21,6 +21,7 @@ Endpoints (all JSON unless said; errors are ``ErrorBody`` with a stable ``code``
 - ``POST /v1/workers/results``         ``ResultBatch`` -> ``ReceiptBatch``
 - ``POST /v1/workers/{id}/release``    operator: end a quarantine (enrollment token)
 - ``GET  /v1/workers``                 ``WorkerList``
+- ``GET  /v1/traffic``                 ``Traffic``: blob bytes in and out since start
 - ``GET  /healthz``, ``GET /readyz``
 
 Workers authenticate with ``Authorization: Bearer <credential>`` from ``Enrollment``.
@@ -161,6 +162,8 @@ class Registration(Message):
     role: Role = "worker"
     determinism_class: str = Field(..., min_length=1, max_length=200)
     executors: int = Field(1, ge=1, le=256)
+    # Memory the worker's executors may fill with key sets (0: unknown): the queen never
+    # leases it a task whose key set needs more.
     memory_bytes: int = Field(0, ge=0)
     # A fault-injection mode (tests and chaos only): the queen refuses the worker unless
     # its settings allow faulty workers. Declared, so a faulty worker is never mistaken.
@@ -189,6 +192,9 @@ class TaskSpec(Message):
     attempt: int
     deadline: float  # queen clock; renewed by heartbeats
     context: Digest
+    # Bytes an executor needs to hold the context's keys (measured by the queen when the
+    # context was uploaded; 0 if unknown): the worker sizes its executors by it.
+    context_memory: int = Field(0, ge=0)
     steps: list[TaskStep]
     inputs: dict[int, Digest]
     outputs: list[int]
@@ -257,3 +263,13 @@ class WorkerInfo(Message):
 
 class WorkerList(Message):
     workers: list[WorkerInfo]
+
+
+class Traffic(Message):
+    """Blob bytes the queen received and served since it started (in memory, per process)."""
+
+    since: float  # queen clock
+    bytes_received: int  # blob and context uploads
+    bytes_sent: int  # blob downloads (contexts included)
+    uploads: int
+    downloads: int

@@ -21,7 +21,6 @@ class SwarmConfig(BaseSettings):
     allow_insecure: bool | None = None
     key_path: Path | None = None  # default: ~/.hswarm/keys/<preset>.keys
     timeout_s: float = 600.0
-    poll_interval_s: float = 0.2
     progress: bool | None = None  # None: a bar when stderr is a terminal
     # Verification (docs/verification.md): matching replicas from distinct owners per task
     # (the queen raises it to f + 1); verify=False runs each task once, unverified.

@@ -35,6 +35,11 @@ from hswarm.crypto.keys import KeySet, generate_keys
 from hswarm.crypto.params import Params, preset
 from hswarm.program import Circuit, Expr, Program, compile_program
 
+# A status request waits up to this long for progress (the queen answers at once when a
+# task finishes); after a failed one, the client retries this much later.
+LONG_POLL_S = 10.0
+RETRY_S = 0.5
+
 
 class EncryptedVector:
     """A lazy encrypted vector: an expression over ciphertexts held by a client.
@@ -257,16 +262,19 @@ class SwarmClient:
 
             bar = tqdm(total=accepted.tasks, desc=f"job {accepted.job_id[:8]}", unit="task", file=sys.stderr)
         deadline = time.monotonic() + self.config.timeout_s
+        done = -1
         try:
             while True:
+                wait = max(0.0, min(LONG_POLL_S, deadline - time.monotonic()))
                 try:
-                    status = await transport.job(accepted.job_id)
+                    status = await transport.job(accepted.job_id, wait_s=wait, done=done)
                 except errors.QueenUnreachableError:
                     # A restarting queen resumes every job from its store: keep following.
                     if time.monotonic() > deadline:
                         raise
-                    await asyncio.sleep(max(0.5, self.config.poll_interval_s))
+                    await asyncio.sleep(RETRY_S)
                     continue
+                done = status.tasks_done
                 if bar is not None:
                     bar.update(status.tasks_done - bar.n)
                 if status.state == "done":
@@ -280,7 +288,6 @@ class SwarmClient:
                         f"cannot decrypt: job {status.job_id} not done after {self.config.timeout_s:g} s "
                         f"({status.tasks_done}/{status.tasks_total} tasks); are workers running?"
                     )
-                await asyncio.sleep(self.config.poll_interval_s)
         finally:
             if bar is not None:
                 bar.close()

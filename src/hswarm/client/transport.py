@@ -60,5 +60,9 @@ class QueenTransport:
         response = await self._request("POST", "/v1/jobs", json=submission.model_dump(mode="json"))
         return wire.JobAccepted.model_validate(response.json())
 
-    async def job(self, job_id: str) -> wire.JobStatus:
-        return wire.JobStatus.model_validate((await self._request("GET", f"/v1/jobs/{job_id}")).json())
+    async def job(self, job_id: str, *, wait_s: float = 0.0, done: int = -1) -> wire.JobStatus:
+        """The job's status; with ``wait_s``, once more than ``done`` tasks are done or the
+        job has ended (a long poll, at most ``wait_s`` seconds)."""
+        params = {"wait_s": wait_s, "done": done} if wait_s > 0 else None
+        response = await self._request("GET", f"/v1/jobs/{job_id}", params=params)
+        return wire.JobStatus.model_validate(response.json())

@@ -31,9 +31,19 @@ def _address_space() -> int:
         return int(statm.read().split()[0]) * _PAGE
 
 
-def probe(parse: Callable[[bytes], Any], data: bytes, *, extra_memory: int, timeout_s: float) -> None:
+def _resident(field: str) -> int:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in bytes."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def probe(parse: Callable[[bytes], Any], data: bytes, *, extra_memory: int, timeout_s: float) -> int:
     """Raise DeserializationError unless ``parse(data)`` returns normally in a forked
-    child that may grow its address space by at most ``extra_memory`` bytes."""
+    child that may grow its address space by at most ``extra_memory`` bytes. Returns how
+    much the parse grew the child's peak resident memory, in bytes."""
     read_end, write_end = os.pipe()
     limit = _address_space() + extra_memory
     pid = os.fork()
@@ -42,7 +52,9 @@ def probe(parse: Callable[[bytes], Any], data: bytes, *, extra_memory: int, time
         try:
             os.close(read_end)
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            before = _resident("VmRSS")
             parse(data)
+            os.write(write_end, str(max(0, _resident("VmHWM") - before)).encode())
         except BaseException as exc:  # every failure is reported to the parent
             status = 3
             with contextlib.suppress(OSError):
@@ -55,7 +67,7 @@ def probe(parse: Callable[[bytes], Any], data: bytes, *, extra_memory: int, time
     finally:
         os.close(read_end)
     if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
-        return
+        return int(message) if message.isdigit() else 0
     if os.WIFEXITED(status):
         detail = message.splitlines()[-1] if message else "rejected by the parser"
         raise errors.DeserializationError(f"cannot deserialize the ciphertext: {detail}")

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -41,6 +42,18 @@ WS_NOT_FOUND = 4404  # WebSocket close code for an unknown job (HTTP 404 in the 
 
 
 @dataclasses.dataclass
+class Traffic:
+    """Blob bytes in and out of this process (the bench's bytes moved per task). Updated
+    on the event loop only, so no lock."""
+
+    since: float = dataclasses.field(default_factory=time.time)
+    received: int = 0
+    sent: int = 0
+    uploads: int = 0
+    downloads: int = 0
+
+
+@dataclasses.dataclass
 class Queen:
     """The running queen's handles, shared by every request."""
 
@@ -51,6 +64,7 @@ class Queen:
     credentials: membership.Credentials
     # Pheromone trails are soft state: kept in memory, relearned after a restart.
     trails: routing.Trails | None
+    traffic: Traffic = dataclasses.field(default_factory=Traffic)
 
 
 def open_queen(cfg: settings.QueenSettings) -> Queen:
@@ -228,12 +242,16 @@ async def put_blob(digest: DigestPath, request: fastapi.Request, queen: QueenDep
         digest, request.stream(), queen.settings.max_blob_bytes, _declared_size(request)
     )
     created = await run_in_threadpool(blobs.commit, queen.store, queen.blobs, upload)
+    queen.traffic.received += upload.size
+    queen.traffic.uploads += 1
     return _stored(upload, created)
 
 
 @router.get("/v1/blobs/{digest}", tags=["blobs"], response_class=responses.FileResponse)
 async def get_blob(digest: DigestPath, queen: QueenDep) -> responses.FileResponse:
     path = queen.blobs.open_path(digest)
+    queen.traffic.sent += path.stat().st_size
+    queen.traffic.downloads += 1
     return responses.FileResponse(
         path, media_type="application/octet-stream", headers={"ETag": f'"{digest}"'}
     )
@@ -256,6 +274,8 @@ async def put_context(
         queen.blobs,
         upload,
     )
+    queen.traffic.received += upload.size
+    queen.traffic.uploads += 1
     return _stored(upload, created)
 
 
@@ -272,7 +292,22 @@ async def list_jobs(queen: QueenDep) -> wire.JobList:
 
 
 @router.get("/v1/jobs/{job_id}", tags=["jobs"], response_model=wire.JobStatus)
-async def job_status(job_id: str, queen: QueenDep) -> responses.Response:
+async def job_status(
+    job_id: str,
+    queen: QueenDep,
+    wait_s: Annotated[float, fastapi.Query(ge=0.0, le=30.0)] = 0.0,
+    done: Annotated[int, fastapi.Query(ge=-1)] = -1,
+) -> responses.Response:
+    """The job's status; with ``wait_s``, a long poll: answered once the job has ended or
+    has more than ``done`` tasks done, or when ``wait_s`` has passed (cheaper for the
+    queen, and quicker for the client, than polling)."""
+    give_up = time.monotonic() + min(wait_s, queen.settings.long_poll_max_s)
+    while wait_s > 0:
+        now = await run_in_threadpool(jobs.progress, queen.store, job_id)
+        left = give_up - time.monotonic()
+        if now is None or now[0] != "running" or now[1] > done or left <= 0:
+            break
+        await queen.bell.wait(min(left, queue.POLL_INTERVAL_S))  # results ring the bell
     return _answer(await run_in_threadpool(jobs.status, queen.store, queen.settings, job_id))
 
 
@@ -337,6 +372,14 @@ async def release(worker_id: str, request: fastapi.Request, queen: QueenDep) -> 
 @router.get("/v1/workers", tags=["workers"])
 async def list_workers(queen: QueenDep) -> wire.WorkerList:
     return await run_in_threadpool(membership.list_workers, queen.store)
+
+
+@router.get("/v1/traffic", tags=["ops"])
+async def traffic(queen: QueenDep) -> wire.Traffic:
+    t = queen.traffic
+    return wire.Traffic(
+        since=t.since, bytes_received=t.received, bytes_sent=t.sent, uploads=t.uploads, downloads=t.downloads
+    )
 
 
 async def _forward(websocket: fastapi.WebSocket, stream: AsyncIterator[wire.JobEvent]) -> None:

@@ -33,6 +33,10 @@ _MIB = 1 << 20
 # per section; the second also builds the context and loads every key.
 _VERIFY_MEMORY = 512 * _MIB
 _SECRET_KEY = f"{errors.SecretKeyLeakError.__name__}: "
+# An executor's peak over its trial load, and a fixed part for the interpreter and the
+# task's ciphertexts (set from measurements: see docs/benchmarks.md).
+EVALUATION_HEADROOM = 1.5
+_EVALUATION_BASE = 128 * _MIB
 
 
 def accept(
@@ -48,7 +52,7 @@ def accept(
     try:
         data = upload.path.read_bytes()
         bundle = parse(data)
-        verify(data, timeout_s=timeout_s, memory_bytes=memory_bytes)
+        resident = verify(data, timeout_s=timeout_s, memory_bytes=memory_bytes)
         now = time.time() if now is None else now
         blob_store.keep(upload)
         with db.write() as conn:
@@ -63,6 +67,7 @@ def accept(
                     "key_tag": bundle.key_tag,
                     "rotation_indices": list(bundle.rotation_indices),
                     "created_at": now,
+                    "memory": holding_memory(resident),
                 },
             )
     finally:
@@ -80,9 +85,16 @@ def parse(data: bytes) -> public.PublicContext:
     return bundle
 
 
-def verify(data: bytes, *, timeout_s: float, memory_bytes: int) -> None:
+def holding_memory(resident: int) -> int:
+    """Bytes an executor needs to hold a key set whose trial load took ``resident`` bytes:
+    evaluating (a bootstrap's temporaries, the task's ciphertexts) takes more than loading."""
+    return int(resident * EVALUATION_HEADROOM) + _EVALUATION_BASE
+
+
+def verify(data: bytes, *, timeout_s: float, memory_bytes: int) -> int:
     """Refuse a context with a secret-key section, or one that does not load (each
-    check in a forked child; see the module docstring)."""
+    check in a forked child; see the module docstring). Returns the resident memory the
+    trial load took, in bytes."""
     timeout_s += len(data) / 50e6
     try:
         sandbox.probe(
@@ -96,7 +108,7 @@ def verify(data: bytes, *, timeout_s: float, memory_bytes: int) -> None:
             ) from exc
         raise errors.DeserializationError(f"cannot accept the context: {_detail(exc)}") from exc
     try:
-        sandbox.probe(_loads, data, extra_memory=memory_bytes + 4 * len(data), timeout_s=timeout_s)
+        return sandbox.probe(_loads, data, extra_memory=memory_bytes + 4 * len(data), timeout_s=timeout_s)
     except errors.DeserializationError as exc:
         raise errors.DeserializationError(
             f"cannot accept the context: it does not load ({_detail(exc)})"

@@ -164,6 +164,15 @@ def status(db: store.Store, cfg: settings.QueenSettings, job_id: str) -> wire.Jo
         return _status(conn, cfg, row)
 
 
+def progress(db: store.Store, job_id: str) -> tuple[str, int] | None:
+    """A job's state and tasks done, cheaply (a long-polling client's check); None if unknown."""
+    with db.read() as conn:
+        row = conn.execute(
+            sa.select(store.jobs.c.state, store.jobs.c.tasks_done).where(store.jobs.c.id == job_id)
+        ).one_or_none()
+    return None if row is None else (row.state, row.tasks_done)
+
+
 def list_jobs(db: store.Store, cfg: settings.QueenSettings, limit: int = 100) -> wire.JobList:
     with db.read() as conn:
         rows = conn.execute(_STATUS_COLUMNS.order_by(store.jobs.c.created_at.desc()).limit(limit)).all()
@@ -242,22 +251,29 @@ def _assurance(conn: sa.Connection, cfg: settings.QueenSettings, job: Any) -> wi
 
 
 def _waiting(conn: sa.Connection, job: Any) -> str | None:
-    """Why the job's ready tasks may find no worker: too few distinct owners are eligible."""
-    t, w = store.tasks, store.workers
+    """Why the job's ready tasks may find no worker: no worker has the memory for the key
+    set, or too few distinct owners are eligible."""
+    t, w, c = store.tasks, store.workers, store.contexts
     ready = conn.execute(sa.select(t.c.id).where(t.c.job_id == job.id, t.c.state == "ready").limit(1)).first()
     if ready is None:
         return None
-    owners = {
-        membership.owner_key(owner, wid)
-        for wid, owner in conn.execute(
-            sa.select(w.c.id, w.c.owner).where(w.c.state == "alive", ~w.c.quarantined)
+    need = conn.execute(sa.select(c.c.memory).where(c.c.digest == job.context)).scalar() or 0
+    alive = conn.execute(
+        sa.select(w.c.id, w.c.owner, w.c.memory_bytes).where(w.c.state == "alive", ~w.c.quarantined)
+    ).all()
+    fits = [(wid, owner) for wid, owner, budget in alive if not need or not budget or budget >= need]
+    if alive and not fits:
+        return (
+            f"its key set needs {need / 2**20:.0f} MiB of memory in an executor and no live worker has "
+            "that much in its memory budget (--memory-budget); start a worker on a bigger machine"
         )
-    }
+    owners = {membership.owner_key(owner, wid) for wid, owner in fits}
     if len(owners) >= job.quorum:
         return None
+    held = " that can hold its key set" if len(fits) < len(alive) else ""
     return (
         f"its tasks need {job.quorum} matching results from workers of distinct owners; "
-        f"{len(owners)} owner(s) have a live worker that is not quarantined"
+        f"{len(owners)} owner(s) have a live worker{held} that is not quarantined"
     )
 
 

@@ -123,6 +123,9 @@ _LEASED = (
     )
 )
 _INSERT_REPLICAS = sa.insert(_R)
+_CONTEXT_MEMORY = sa.select(store.contexts.c.digest, store.contexts.c.memory).where(
+    store.contexts.c.digest.in_(_IDS)
+)
 _KNOWN_STEPS = sa.select(store.results.c.job_id, store.results.c.step_id, store.results.c.digest).where(
     store.results.c.job_id.in_(sa.bindparam("jobs", expanding=True)),
     store.results.c.step_id.in_(sa.bindparam("steps", expanding=True)),
@@ -161,6 +164,8 @@ def lease(
             audits_first=guardian,
             # fifo grants the oldest: no wider offer to choose from (nor rows to lock)
             limit=request.max_tasks if cfg.routing == "fifo" else max(4 * request.max_tasks, 16),
+            memory=me.memory_bytes,
+            warm=sorted(set(request.contexts) | set(me.contexts or [])),
         )
         chosen = _route(conn, cfg, me, request, rows, now, rng, trails)
         if not chosen:
@@ -236,9 +241,13 @@ def lease(
         conn.execute(_INSERT_REPLICAS, replicas)
         events.append_many(conn, log)
         known = _job_values(conn, chosen)
+        memory = dict(conn.execute(_CONTEXT_MEMORY, {"ids": sorted({row.context for row in chosen})}).all())
         by_id = {u["tid"]: u for u in updates}
         return wire.LeaseGrant(
-            tasks=[_spec(row, by_id[row.id]["attempt"], deadline, known[row.job_id]) for row in chosen]
+            tasks=[
+                _spec(row, by_id[row.id]["attempt"], deadline, known[row.job_id], memory.get(row.context, 0))
+                for row in chosen
+            ]
         )
 
     return db.run_write(claim)
@@ -1383,7 +1392,7 @@ def _job_values(conn: sa.Connection, rows: list[Any]) -> dict[str, dict[int, str
     return known
 
 
-def _spec(row: Any, attempt: int, deadline: float, known: dict[int, str]) -> wire.TaskSpec:
+def _spec(row: Any, attempt: int, deadline: float, known: dict[int, str], memory: int) -> wire.TaskSpec:
     spec = row.spec
     missing = [sid for sid in spec["inputs"] if sid not in known]
     if missing:  # a ready task's inputs all exist; anything else is a queen bug
@@ -1394,6 +1403,7 @@ def _spec(row: Any, attempt: int, deadline: float, known: dict[int, str]) -> wir
         attempt=attempt,
         deadline=deadline,
         context=row.context,
+        context_memory=memory,
         steps=[wire.TaskStep(id=s[0], op=s[1], args=s[2], attrs=s[3]) for s in spec["steps"]],
         inputs={sid: known[sid] for sid in spec["inputs"]},
         outputs=list(spec["outputs"]),

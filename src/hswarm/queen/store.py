@@ -18,7 +18,7 @@ import functools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -75,6 +75,8 @@ contexts = sa.Table(
     sa.Column("key_tag", sa.String(200), nullable=False),
     sa.Column("rotation_indices", sa.JSON, nullable=False),
     sa.Column("created_at", sa.Double, nullable=False),
+    # bytes an executor needs to hold the keys (measured at upload; 0: unknown)
+    sa.Column("memory", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 blobs = sa.Table(
@@ -319,19 +321,40 @@ def ready_for(
     may_audit: bool,
     audits_first: bool,
     limit: int,
+    memory: int = 0,
+    warm: Sequence[str] = (),
 ) -> list[Any]:
     """Up to ``limit`` ready tasks this worker may take a replica of, locked for this
-    transaction, oldest first: of its determinism class (or none yet), without a live
-    replica of its owner, and audits only if ``may_audit``. Inside ``Store.write()``."""
-    query = _ready_query(may_audit, audits_first)
-    params = {"r_owner": owner, "r_worker": worker_id, "r_dclass": dclass, "r_limit": limit}
-    return list(conn.execute(query, params).all())
+    transaction: of its determinism class (or none yet), without a live replica of its
+    owner, whose key set fits its ``memory`` budget (0: unknown, any), and audits only if
+    ``may_audit``. Tasks of the key sets it holds (``warm``) come first, then the others,
+    each oldest first. Inside ``Store.write()``."""
+    params = {
+        "r_owner": owner,
+        "r_worker": worker_id,
+        "r_dclass": dclass,
+        "r_limit": limit,
+        "r_memory": memory if memory > 0 else MAX_BYTES,
+        "r_warm": sorted(warm),
+    }
+    rows: list[Any] = []
+    if warm:
+        rows = list(conn.execute(_ready_query(may_audit, audits_first, "warm"), params).all())
+    if len(rows) < limit:
+        params["r_limit"] = limit - len(rows)
+        rest = _ready_query(may_audit, audits_first, "cold" if warm else "any")
+        rows += conn.execute(rest, params).all()
+    return rows
+
+
+MAX_BYTES = 1 << 62
 
 
 @functools.cache
-def _ready_query(may_audit: bool, audits_first: bool) -> sa.Select[Any]:
+def _ready_query(may_audit: bool, audits_first: bool, keys: str) -> sa.Select[Any]:
     """The query of :func:`ready_for`, built once per variant (building it costs more
-    than running it)."""
+    than running it). ``keys``: "warm" (tasks of the worker's key sets), "cold" (of
+    the others) or "any"."""
     mine = (
         sa.select(replicas.c.task_id)
         .where(
@@ -343,8 +366,23 @@ def _ready_query(may_audit: bool, audits_first: bool) -> sa.Select[Any]:
         )
         .exists()
     )
+    too_big = (
+        sa.select(contexts.c.digest)
+        .where(contexts.c.digest == tasks.c.context, contexts.c.memory > sa.bindparam("r_memory"))
+        .exists()
+    )
     dclass = sa.bindparam("r_dclass", type_=tasks.c.dclass.type)
-    where = [tasks.c.state == "ready", sa.or_(tasks.c.dclass.is_(None), tasks.c.dclass == dclass), ~mine]
+    where = [
+        tasks.c.state == "ready",
+        sa.or_(tasks.c.dclass.is_(None), tasks.c.dclass == dclass),
+        ~mine,
+        ~too_big,
+    ]
+    warm = tasks.c.context.in_(sa.bindparam("r_warm", expanding=True))
+    if keys == "warm":
+        where.append(warm)
+    elif keys == "cold":
+        where.append(~warm)
     if not may_audit:
         where.append(~sa.and_(tasks.c.single, tasks.c.audit))
     order: list[Any] = [sa.case((sa.and_(tasks.c.single, tasks.c.audit), 0), else_=1)] if audits_first else []

@@ -88,11 +88,13 @@ def _digest(data: bytes) -> str:
 # -- the child ---------------------------------------------------------------------------
 
 
-def _child_main(conn: Any, context_path: str, context_digest: str) -> None:
+def _child_main(conn: Any, context_path: str, context_digest: str, cores: tuple[int, ...] = ()) -> None:
     # The supervisor decides when to stop: a Ctrl-C or a service manager's SIGTERM sent to
     # the whole process group must not kill a task the supervisor means to finish.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if cores:  # before openfhe loads: OpenMP's threads inherit the mask
+        os.sched_setaffinity(0, cores)
     _watch_parent()
     try:
         from hswarm import runtime
@@ -245,6 +247,39 @@ class _NotDelivered(Exception):
     """The child was gone before it received the task: another executor may take it."""
 
 
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How many executors one key set gets, and how many threads and cores each."""
+
+    executors: int
+    threads: int | None  # OMP_NUM_THREADS of each; None: the library's default (every core)
+    slots: int  # cores each one occupies in the pool
+
+
+def plan(
+    size: int,
+    executors: int | None,
+    threads: int | None,
+    *,
+    memory_budget: int = 0,
+    need: int = 0,
+) -> Plan:
+    """The executors that a key set taking ``need`` bytes to hold gets in a pool of
+    ``size`` slots (cores) within ``memory_budget`` bytes (0: unknown, no limit).
+
+    ``executors=None`` (auto): one executor per core when memory allows, single-threaded
+    (independent tasks on separate processes scale almost linearly, OpenFHE's own threads
+    do not); else as many as fit, sharing the cores equally. A fixed ``executors`` is
+    capped by memory too; each gets ``threads`` (None: the library's default)."""
+    fit = executors or size
+    if need > 0 and memory_budget > 0:
+        fit = max(1, min(fit, memory_budget // need))
+    share = max(1, size // (executors or fit))
+    if executors is None:
+        return Plan(fit, share, share)
+    return Plan(fit, threads, min(share, size))
+
+
 class Executor:
     """One child process with one public context loaded."""
 
@@ -256,15 +291,18 @@ class Executor:
         *,
         threads: int | None,
         should_stop: StopCheck = _never,
+        cores: tuple[int, ...] = (),
+        slots: tuple[int, ...] = (),
     ) -> None:
         self.context = context
         self.last_used = time.monotonic()
         self.tasks = 0
+        self.slots = slots  # the pool's cores it occupies
         started = time.perf_counter()
         parent_conn, child_conn = mp.Pipe(duplex=True)
         self.process = mp.Process(
             target=_child_main,
-            args=(child_conn, str(context_path), context),
+            args=(child_conn, str(context_path), context, cores),
             name=f"hswarm-executor-{context[7:19]}",
             daemon=True,
         )
@@ -281,10 +319,12 @@ class Executor:
             self.stop()
             raise _rebuild(reply[1], reply[2])
         log.info(
-            "executor %d ready: context %s… loaded in %.2f s",
+            "executor %d ready: context %s… loaded in %.2f s (%s thread(s)%s)",
             self.pid,
             context[:19],
             time.perf_counter() - started,
+            threads or "default",
+            f", cores {list(cores)}" if cores else "",
         )
 
     @property
@@ -361,17 +401,37 @@ class Executor:
 
 
 class ExecutorPool:
-    """Up to ``size`` executors, each holding one context, shared by the task threads."""
+    """Executors on ``size`` slots, each holding one context, shared by the task threads.
 
-    def __init__(self, size: int, *, threads_per_executor: int | None = None) -> None:
-        self.size = size
+    Each key set gets the executors of :func:`plan`: with ``executors=None`` (auto), one single-threaded
+    executor per core when ``memory_budget`` holds that many copies of its keys, else
+    fewer with more threads each. With ``cpus`` (the cores this worker may use, one per
+    slot) every executor is pinned to the cores of the slots it occupies."""
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        threads_per_executor: int | None = None,
+        executors: int | None = -1,
+        memory_budget: int = 0,
+        cpus: tuple[int, ...] = (),
+    ) -> None:
+        self.size = size  # slots: cores, or executors when neither auto nor pinned
         self.threads = threads_per_executor
+        self.executors = size if executors == -1 else executors  # None: auto
+        self.memory_budget = memory_budget
+        self.cpus = cpus
         self._mp = multiprocessing.get_context("spawn")
         self._cond = threading.Condition()
         self._idle: list[Executor] = []
         self._busy: set[Executor] = set()
-        self._starting = 0
+        self._starting: dict[str, int] = {}  # context -> executors being started
+        self._free = set(range(size))  # slots (cores) no executor occupies
         self._closed = False
+
+    def plan(self, need: int = 0) -> Plan:
+        return plan(self.size, self.executors, self.threads, memory_budget=self.memory_budget, need=need)
 
     def run(
         self,
@@ -380,12 +440,14 @@ class ExecutorPool:
         request: TaskRequest,
         *,
         should_stop: StopCheck = _never,
+        need: int = 0,
     ) -> TaskOutput:
-        """Run ``request`` on an executor holding ``context``. A new executor loads the
-        context from ``context_file`` (a path, or a function giving one: called only when
-        no live executor holds the context, so a loaded context is never fetched again)."""
+        """Run ``request`` on an executor holding ``context`` (``need``: the bytes it takes
+        to hold, 0 if unknown). A new executor loads the context from ``context_file`` (a
+        path, or a function giving one: called only when no live executor holds the
+        context, so a loaded context is never fetched again)."""
         for _ in range(2):
-            executor = self._acquire(context, context_file, should_stop)
+            executor = self._acquire(context, context_file, should_stop, self.plan(need))
             try:
                 return executor.run(request, should_stop)
             except _NotDelivered:
@@ -396,53 +458,85 @@ class ExecutorPool:
             f"cannot execute task {request.task_id}: two executors in a row died before it started"
         )
 
+    def _live(self, context: str) -> int:
+        held = sum(1 for e in (*self._idle, *self._busy) if e.context == context)
+        return held + self._starting.get(context, 0)
+
     def _acquire(
-        self, context: str, context_file: Path | Callable[[], Path], should_stop: StopCheck
+        self,
+        context: str,
+        context_file: Path | Callable[[], Path],
+        should_stop: StopCheck,
+        wanted: Plan,
     ) -> Executor:
-        victim: Executor | None = None
+        victims: list[Executor] = []
         with self._cond:
             while True:
                 if self._closed:
                     raise TaskAbandoned("cannot run the task: the worker is stopping")
-                self._idle = [e for e in self._idle if e.alive]
+                for dead in [e for e in self._idle if not e.alive]:
+                    self._idle.remove(dead)
+                    self._free.update(dead.slots)
                 matching = [e for e in self._idle if e.context == context]
                 if matching:
                     executor = max(matching, key=lambda e: e.last_used)
                     self._idle.remove(executor)
                     self._busy.add(executor)
                     return executor
-                if len(self._idle) + len(self._busy) + self._starting < self.size:
-                    break
-                if self._idle:
-                    victim = min(self._idle, key=lambda e: e.last_used)
-                    self._idle.remove(victim)
-                    break
+                if self._live(context) < wanted.executors:
+                    # room for one more of this key set: free cores, else idle executors of
+                    # other key sets, least recently used first
+                    others = sorted(
+                        (e for e in self._idle if e.context != context), key=lambda e: e.last_used
+                    )
+                    free = len(self._free) + sum(len(e.slots) for e in others)
+                    if free >= wanted.slots:
+                        while len(self._free) < wanted.slots:
+                            victim = others.pop(0)
+                            self._idle.remove(victim)
+                            self._free.update(victim.slots)
+                            victims.append(victim)
+                        slots = tuple(sorted(self._free)[: wanted.slots])
+                        self._free.difference_update(slots)
+                        break
                 reason = should_stop()
                 if reason:
                     raise TaskAbandoned(f"cannot run the task: {reason}")
                 self._cond.wait(POLL_S)
-            self._starting += 1
+            self._starting[context] = self._starting.get(context, 0) + 1
+        cores = tuple(self.cpus[s % len(self.cpus)] for s in slots) if self.cpus else ()
         try:
             path = context_file if isinstance(context_file, Path) else context_file()
         except BaseException:
-            with self._cond:
-                self._starting -= 1
-                if victim is not None:  # nothing replaces it after all
+            with self._cond:  # nothing replaces the victims after all
+                self._starting[context] -= 1
+                self._free.update(slots)
+                for victim in victims:
+                    self._free.difference_update(victim.slots)
                     self._idle.append(victim)
                 self._cond.notify_all()
             raise
         try:
-            if victim is not None:
+            for victim in victims:
                 log.info("executor %d: stopped to make room for context %s…", victim.pid, context[:19])
                 victim.stop()
-            executor = Executor(self._mp, context, path, threads=self.threads, should_stop=should_stop)
+            executor = Executor(
+                self._mp,
+                context,
+                path,
+                threads=wanted.threads,
+                should_stop=should_stop,
+                cores=cores,
+                slots=slots,
+            )
         except BaseException:
             with self._cond:
-                self._starting -= 1
+                self._starting[context] -= 1
+                self._free.update(slots)
                 self._cond.notify_all()
             raise
         with self._cond:
-            self._starting -= 1
+            self._starting[context] -= 1
             self._busy.add(executor)
         return executor
 
@@ -452,6 +546,8 @@ class ExecutorPool:
             keep = executor.alive and not self._closed
             if keep:
                 self._idle.append(executor)
+            else:
+                self._free.update(executor.slots)
             self._cond.notify_all()
         if not keep:
             executor.kill()  # dead already, or the pool closed meanwhile

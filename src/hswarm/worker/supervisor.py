@@ -68,9 +68,15 @@ class Supervisor:
             config.queen_url,
             timeout_s=config.http_timeout_s,
             retries=config.http_retries,
-            connections=config.executors + 4,
+            connections=config.most_executors + 4,
         )
-        self.pool = executor.ExecutorPool(config.executors, threads_per_executor=config.executor_threads)
+        self.pool = executor.ExecutorPool(
+            config.pool_size,
+            threads_per_executor=config.executor_threads,
+            executors=config.executors,
+            memory_budget=config.budget,
+            cpus=config.cores if config.cpus is not None else (),
+        )
         self.fault = config.injected_fault
         self.saboteur = faults.Saboteur(self.fault) if self.fault is not None else None
         self.enrollment: wire.Enrollment | None = None
@@ -144,8 +150,8 @@ class Supervisor:
             owner=self.settings.owner,
             role=self.settings.role,
             determinism_class=settings.determinism_class(),
-            executors=self.settings.executors,
-            memory_bytes=settings.memory_bytes(),
+            executors=self.settings.most_executors,
+            memory_bytes=self.settings.budget,
             fault=self.settings.fault,
         )
         delay = 1.0
@@ -168,18 +174,18 @@ class Supervisor:
                     code=exc.code,
                 ) from exc
             log.info(
-                "worker %s registered as %s with %s (%d executor(s), cache %s)",
+                "worker %s registered as %s with %s (%s executor(s), cache %s)",
                 self.settings.name,
                 self.enrollment.worker_id,
                 self.settings.queen_url,
-                self.settings.executors,
+                "auto" if self.settings.auto else self.settings.executors,
                 self.cache.directory,
             )
             return self.enrollment
         return None
 
     def _lease_loop(self) -> int:
-        limit = max(self.settings.batch, self.settings.executors)
+        limit = max(self.settings.batch, self.settings.most_executors + self.settings.prefetch)
         delay = 1.0
         while not self._stopping.is_set():
             with self._lock:
@@ -232,7 +238,7 @@ class Supervisor:
         sent = time.monotonic()
         beat = wire.Heartbeat(
             leases=held,
-            load=self.pool.busy() / self.settings.executors,
+            load=self.pool.busy() / self.settings.most_executors,
             contexts=self._contexts(),
         )
         try:
@@ -328,6 +334,7 @@ class Supervisor:
                 lambda: self._fetch(spec.context, "context", pinned),
                 request,
                 should_stop=lambda: self._abandon_reason(lease),
+                need=spec.context_memory,
             )
             if self.saboteur is not None and self.saboteur.crashes:
                 self._crash(spec)

@@ -148,3 +148,44 @@ def test_tasks_go_to_their_context_and_the_least_recently_used_is_evicted(
     assert c not in (a, b)
     assert wait_until(lambda: not pid_alive(b), 10) and pid_alive(a)
     assert pool.contexts() == sorted([sets[0].context, sets[2].context])
+
+
+def _cores(pid: int) -> str:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Cpus_allowed_list"))
+
+
+def test_pinned_executors_run_on_their_own_cores(material: Material, tmp_path: Path) -> None:
+    cores = tuple(sorted(os.sched_getaffinity(0)))[-1:]  # the last core this process may use
+    p = executor.ExecutorPool(1, threads_per_executor=1, cpus=cores)
+    try:
+        output = p.run(material.context, _files(tmp_path, material), _request(tmp_path, material, "batch"))
+        assert _cores(output.pid) == str(cores[0])
+    finally:
+        p.close()
+
+
+def test_auto_runs_fewer_executors_of_a_key_set_that_memory_cannot_hold_twice(
+    material: Material, tmp_path: Path
+) -> None:
+    # two cores, but a budget for one copy of the keys: one executor with both threads
+    p = executor.ExecutorPool(2, executors=None, memory_budget=3 << 30)
+    context = _files(tmp_path, material)
+    pids: list[int] = []
+    try:
+
+        def run(index: int) -> None:
+            request = _request(tmp_path, material, "batch", index)
+            pids.append(p.run(material.context, context, request, need=2 << 30).pid)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert len(pids) == 2 and len(set(pids)) == 1, "the second task waited for the only executor"
+        assert b"OMP_NUM_THREADS=2" in Path(f"/proc/{pids[0]}/environ").read_bytes().split(b"\0")
+        # with room for both copies, the same pool runs them side by side, single-threaded
+        assert p.plan(1 << 30) == executor.Plan(executors=2, threads=1, slots=1)
+    finally:
+        p.close()
