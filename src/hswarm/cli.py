@@ -7,6 +7,7 @@
 - ``hswarm example`` — a workload evaluated locally in this process (the reference).
 - ``hswarm presets`` — the parameter presets.
 - ``hswarm chaos run`` — a chaos scenario on real processes (liars, crashes, restarts).
+- ``hswarm bench`` — bootstrapping throughput: plain OpenFHE vs the local evaluator vs the swarm.
 - ``hswarm simulate`` — a discrete-event simulation of a large swarm (simulated figures).
 
 Errors from hswarm are printed as one line and exit with status 2; a wrong result exits
@@ -107,6 +108,15 @@ def _queen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _executors(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of executors or 'auto', got {text!r}") from None
+
+
 def _worker(args: argparse.Namespace) -> int:
     from hswarm.worker.settings import WorkerSettings
     from hswarm.worker.supervisor import run
@@ -121,8 +131,13 @@ def _worker(args: argparse.Namespace) -> int:
         "name": args.name,
         "cache_dir": args.cache_dir,
         "fault": args.fault,
+        "cpus": args.cpus,
+        "memory_budget": args.memory_budget,
     }
-    return run(WorkerSettings(**{k: v for k, v in given.items() if v is not None}))
+    chosen = {k: v for k, v in given.items() if v is not None}
+    if args.executors == "auto":
+        chosen["executors"] = None
+    return run(WorkerSettings(**chosen))
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -187,6 +202,50 @@ def _presets(_: argparse.Namespace) -> int:
         params = Params.from_literal({**literal, "preset": name}, allow_insecure=True)
         print(f"{name:26} {params.label}")
     return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hswarm import bench
+    from hswarm.worker.settings import parse_cpus
+
+    allow = args.allow_insecure or None
+    if args.preset.startswith("insecure-") and allow is None:
+        allow = True  # labelled INSECURE in the table and the report
+    try:
+        workers = tuple(int(k) for k in args.workers.split(","))
+        cpus = parse_cpus(args.cpus) if args.cpus else ()
+    except ValueError as exc:
+        print(f"hswarm bench: cannot read --workers or --cpus: {exc}", file=sys.stderr)
+        return 2
+    if not workers or min(workers) < 1:
+        print("hswarm bench: --workers needs counts >= 1, e.g. 1,2", file=sys.stderr)
+        return 2
+    opts = bench.Options.for_run(
+        args.quick,
+        preset=args.preset,
+        allow_insecure=allow,
+        workers=workers,
+        batch=args.batch,
+        rounds=args.rounds,
+        chain=args.chain,
+        verify=not args.no_verify,
+        replicated=True if args.replicated else None,
+        cpus=cpus,
+        work_dir=Path(args.work_dir) if args.work_dir else None,
+    )
+    report = bench.run_bench(opts, log=lambda line: print(line, flush=True))
+    print()
+    print(bench.markdown(report))
+    if args.report:
+        path = Path(args.report)
+        bench.write_report(report, path)
+        print(f"report: {path}")
+        if not args.no_plots:
+            for png in bench.plot(report, path.with_suffix("")):
+                print(f"plot: {png}")
+    return 0 if report["all_correct"] and report["baseline_bytes_identical"] else 1
 
 
 def _chaos(args: argparse.Namespace) -> int:
@@ -275,7 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--token", default=None, help="enrollment token (or HSWARM_TOKEN)")
     worker.add_argument("--role", choices=["worker", "guardian", "scout"], default=None)
     worker.add_argument("--owner", default=None, help="owner label (replicas go to distinct owners)")
-    worker.add_argument("--executors", type=int, default=None, help="FHE executor processes")
+    worker.add_argument(
+        "--executors",
+        type=_executors,
+        default=None,
+        help="FHE executor processes, or 'auto': one single-threaded executor per core when memory "
+        "holds that many copies of a key set, fewer with more threads otherwise (default 1)",
+    )
+    worker.add_argument(
+        "--cpus", default=None, help="cores the executors may use, e.g. 0-3,8; each executor is pinned"
+    )
+    worker.add_argument(
+        "--memory-budget",
+        type=int,
+        default=None,
+        help="bytes of memory for key sets (default 80%% of the machine's); the queen sends no key "
+        "set that needs more",
+    )
     worker.add_argument("--cache-bytes", type=int, default=None, help="disk cache budget in bytes")
     worker.add_argument("--cache-dir", default=None, help="disk cache directory")
     worker.add_argument("--name", default=None, help="worker name")
@@ -287,6 +362,30 @@ def build_parser() -> argparse.ArgumentParser:
         "bitflip, slow[:SECONDS], crash, collude:GROUP, sleeper:N; the queen must allow faulty workers",
     )
     worker.set_defaults(run=_worker)
+
+    bench = commands.add_parser(
+        "bench", help="bootstrapping throughput: plain OpenFHE vs hswarm local vs the swarm (real processes)"
+    )
+    bench.add_argument("--quick", action="store_true", help="smaller batches and fewer rounds (minutes)")
+    bench.add_argument("--report", help="write JSON here, and PNG plots beside it")
+    bench.add_argument("--no-plots", action="store_true", help="with --report: write no PNG plots")
+    bench.add_argument("--workers", default="1,2", help="swarm sizes to measure, e.g. 1,2,4 (default 1,2)")
+    bench.add_argument("--cpus", default=None, help="cores for the workers, one each in turn (default: all)")
+    bench.add_argument(
+        "--preset", default="insecure-ckks-bootstrap", help="parameters (default insecure-ckks-bootstrap)"
+    )
+    bench.add_argument("--allow-insecure", action="store_true", help="allow insecure-* presets")
+    bench.add_argument("--batch", type=int, default=None, help="ciphertexts per batch job (32 quick, 64)")
+    bench.add_argument("--rounds", type=int, default=None, help="measured jobs per run (2 quick, 3)")
+    bench.add_argument("--chain", type=int, default=None, help="ciphertexts in the chain job (4 quick, 8)")
+    bench.add_argument("--no-verify", action="store_true", help="skip the verified swarm runs")
+    bench.add_argument(
+        "--replicated",
+        action="store_true",
+        help="also run every task replicated, no adaptive replication (on in a full run)",
+    )
+    bench.add_argument("--work-dir", default=None, help="keep the swarms' logs and keys here")
+    bench.set_defaults(run=_bench)
 
     chaos = commands.add_parser("chaos", help="run a chaos scenario on a local swarm (real processes)")
     chaos.add_argument("action", choices=["run", "list"], help="run a scenario, or list them")

@@ -1,7 +1,7 @@
 """The layer contract: dependencies point one way.
 
 errors -> crypto -> program -> {runtime, workloads, swarm, wire} -> {queen, worker, client}
-    -> demo -> chaos -> cli
+    -> demo -> {chaos, bench} -> cli
 
 A module may import hswarm modules of lower layers only (and its own package).
 ``openfhe`` is imported only inside ``hswarm.crypto`` (and never by its pure modules
@@ -25,7 +25,7 @@ LAYERS = [
     {"runtime", "workloads", "swarm", "wire"},
     {"queen", "worker", "client"},
     {"demo"},
-    {"chaos"},
+    {"chaos", "bench"},
     {"cli"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
