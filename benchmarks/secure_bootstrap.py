@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
 import time
 
 import numpy as np
 
+from hswarm import bench
 from hswarm.crypto import baseline, keys, params
 
 
@@ -47,8 +46,7 @@ def main() -> int:
     out = {
         "preset": prm.label,
         "ring_dim": int(keyset.cc.GetRingDimension()),
-        "machine": {"cpu": platform.processor(), "cores": len(os.sched_getaffinity(0))},
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "machine": bench.machine(),
         "keygen_s": round(keygen, 2),
         "public_context_bytes": public.size,
         "ciphertext_bytes": len(ct),
