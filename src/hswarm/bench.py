@@ -373,6 +373,11 @@ def _wait_for_workers(url: str, k: int, timeout_s: float = 120.0) -> None:
 
 
 def run_bench(opts: Options, log: Log = print) -> dict[str, Any]:
+    if opts.work_dir is not None and opts.work_dir.exists() and any(opts.work_dir.iterdir()):
+        # a queen started on an earlier run's data would resume its jobs and workers
+        raise errors.HSwarmError(
+            f"cannot run the bench in {opts.work_dir}: it holds an earlier run; choose an empty directory"
+        )
     started = time.perf_counter()
     preps: dict[str, _Prepared] = {}
     for kind, count in (("batch", opts.batch), ("chain", opts.chain)):

@@ -235,7 +235,11 @@ def _bench(args: argparse.Namespace) -> int:
         cpus=cpus,
         work_dir=Path(args.work_dir) if args.work_dir else None,
     )
-    report = bench.run_bench(opts, log=lambda line: print(line, flush=True))
+    try:
+        report = bench.run_bench(opts, log=lambda line: print(line, flush=True))
+    except errors.HSwarmError as exc:
+        print(f"hswarm bench: {exc}", file=sys.stderr)
+        return 2
     print()
     print(bench.markdown(report))
     if args.report:

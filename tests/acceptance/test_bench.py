@@ -59,11 +59,13 @@ def test_bench_measures_vanilla_local_and_swarms_and_reports(tmp_path: Path) -> 
         assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
 
 
-def test_bench_refuses_bad_worker_counts() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "hswarm.cli", "bench", "--workers", "0,2"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_bench_refuses_bad_worker_counts_and_a_used_work_dir(tmp_path: Path) -> None:
+    def bench(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "hswarm.cli", "bench", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    done = bench("--workers", "0,2")
     assert done.returncode == 2 and "--workers" in done.stderr
+    (tmp_path / "swarm-1-unverified").mkdir()
+    done = bench("--work-dir", str(tmp_path))
+    assert done.returncode == 2 and "holds an earlier run" in done.stderr
