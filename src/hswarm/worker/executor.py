@@ -293,8 +293,10 @@ class Executor:
         should_stop: StopCheck = _never,
         cores: tuple[int, ...] = (),
         slots: tuple[int, ...] = (),
+        need: int = 0,
     ) -> None:
         self.context = context
+        self.need = need  # bytes its key set takes to hold (0: unknown)
         self.last_used = time.monotonic()
         self.tasks = 0
         self.slots = slots  # the pool's cores it occupies
@@ -405,8 +407,10 @@ class ExecutorPool:
 
     Each key set gets the executors of :func:`plan`: with ``executors=None`` (auto), one single-threaded
     executor per core when ``memory_budget`` holds that many copies of its keys, else
-    fewer with more threads each. With ``cpus`` (the cores this worker may use, one per
-    slot) every executor is pinned to the cores of the slots it occupies."""
+    fewer with more threads each. The executors of all key sets together stay within
+    ``memory_budget``: idle ones of other key sets are stopped to make room. With ``cpus``
+    (the cores this worker may use, one per slot) every executor is pinned to the cores of
+    the slots it occupies."""
 
     def __init__(
         self,
@@ -428,6 +432,7 @@ class ExecutorPool:
         self._busy: set[Executor] = set()
         self._starting: dict[str, int] = {}  # context -> executors being started
         self._free = set(range(size))  # slots (cores) no executor occupies
+        self._reserved = 0  # memory of the executors being started
         self._closed = False
 
     def plan(self, need: int = 0) -> Plan:
@@ -447,7 +452,7 @@ class ExecutorPool:
         path, or a function giving one: called only when no live executor holds the
         context, so a loaded context is never fetched again)."""
         for _ in range(2):
-            executor = self._acquire(context, context_file, should_stop, self.plan(need))
+            executor = self._acquire(context, context_file, should_stop, self.plan(need), need)
             try:
                 return executor.run(request, should_stop)
             except _NotDelivered:
@@ -462,12 +467,23 @@ class ExecutorPool:
         held = sum(1 for e in (*self._idle, *self._busy) if e.context == context)
         return held + self._starting.get(context, 0)
 
+    def _fits(self, need: int, evictable: list[Executor]) -> bool:
+        """Whether one more executor needing ``need`` bytes fits the memory budget once
+        ``evictable`` are stopped. Unknown needs or budget always fit, and so does the
+        first executor (the queen sends no key set bigger than the budget)."""
+        if not need or not self.memory_budget:
+            return True
+        held = [e for e in (*self._idle, *self._busy) if e not in evictable]
+        used = sum(e.need for e in held) + self._reserved
+        return used == 0 or used + need <= self.memory_budget
+
     def _acquire(
         self,
         context: str,
         context_file: Path | Callable[[], Path],
         should_stop: StopCheck,
         wanted: Plan,
+        need: int = 0,
     ) -> Executor:
         victims: list[Executor] = []
         with self._cond:
@@ -484,20 +500,21 @@ class ExecutorPool:
                     self._busy.add(executor)
                     return executor
                 if self._live(context) < wanted.executors:
-                    # room for one more of this key set: free cores, else idle executors of
-                    # other key sets, least recently used first
+                    # room for one more of this key set (cores and memory): free, else made
+                    # by stopping idle executors of other key sets, least recently used first
                     others = sorted(
                         (e for e in self._idle if e.context != context), key=lambda e: e.last_used
                     )
                     free = len(self._free) + sum(len(e.slots) for e in others)
-                    if free >= wanted.slots:
-                        while len(self._free) < wanted.slots:
+                    if free >= wanted.slots and self._fits(need, others):
+                        while len(self._free) < wanted.slots or not self._fits(need, []):
                             victim = others.pop(0)
                             self._idle.remove(victim)
                             self._free.update(victim.slots)
                             victims.append(victim)
                         slots = tuple(sorted(self._free)[: wanted.slots])
                         self._free.difference_update(slots)
+                        self._reserved += need
                         break
                 reason = should_stop()
                 if reason:
@@ -510,6 +527,7 @@ class ExecutorPool:
         except BaseException:
             with self._cond:  # nothing replaces the victims after all
                 self._starting[context] -= 1
+                self._reserved -= need
                 self._free.update(slots)
                 for victim in victims:
                     self._free.difference_update(victim.slots)
@@ -528,15 +546,18 @@ class ExecutorPool:
                 should_stop=should_stop,
                 cores=cores,
                 slots=slots,
+                need=need,
             )
         except BaseException:
             with self._cond:
                 self._starting[context] -= 1
+                self._reserved -= need
                 self._free.update(slots)
                 self._cond.notify_all()
             raise
         with self._cond:
             self._starting[context] -= 1
+            self._reserved -= need
             self._busy.add(executor)
         return executor
 

@@ -189,3 +189,29 @@ def test_auto_runs_fewer_executors_of_a_key_set_that_memory_cannot_hold_twice(
         assert p.plan(1 << 30) == executor.Plan(executors=2, threads=1, slots=1)
     finally:
         p.close()
+
+
+@pytest.mark.parametrize(("budget_gib", "both_held"), [(5, False), (8, True)])
+def test_key_sets_together_stay_within_the_memory_budget(
+    budget_gib: int, both_held: bool, material: Material, tmp_path: Path
+) -> None:
+    # two cores, 3 GiB of keys per key set: a 5 GiB budget holds one key set at a time,
+    # so the idle executor of the first is stopped although a core is free; 8 GiB holds both
+    other = make_material({"batch": batch()})
+    p = executor.ExecutorPool(2, threads_per_executor=1, memory_budget=budget_gib << 30)
+    try:
+        first = p.run(
+            material.context, _files(tmp_path, material), _request(tmp_path, material, "batch"), need=3 << 30
+        )
+        there = tmp_path / "other"
+        there.mkdir()
+        second = p.run(other.context, _files(there, other), _request(there, other, "batch"), need=3 << 30)
+        assert second.pid != first.pid
+        if both_held:
+            assert p.contexts() == sorted([material.context, other.context])
+            assert pid_alive(first.pid)
+        else:
+            assert p.contexts() == [other.context]
+            assert wait_until(lambda: not pid_alive(first.pid), 10)
+    finally:
+        p.close()
