@@ -155,6 +155,7 @@ def lease(
         owner = membership.owner_key(me.owner, me.id)
         guardian = me.role == "guardian"
         guardians = _guardian_owners(conn)
+        warm = frozenset(request.contexts) | frozenset(me.contexts or [])  # key sets it holds
         rows = store.ready_for(
             conn,
             owner=owner,
@@ -165,9 +166,9 @@ def lease(
             # fifo grants the oldest: no wider offer to choose from (nor rows to lock)
             limit=request.max_tasks if cfg.routing == "fifo" else max(4 * request.max_tasks, 16),
             memory=me.memory_bytes,
-            warm=sorted(set(request.contexts) | set(me.contexts or [])),
+            warm=sorted(warm),
         )
-        chosen = _route(conn, cfg, me, request, rows, now, rng, trails)
+        chosen = _route(conn, cfg, me, warm, request, rows, now, rng, trails)
         if not chosen:
             return wire.LeaseGrant(tasks=[])
         policies = _policies(conn, cfg, {row.job_id for row in chosen})
@@ -485,6 +486,7 @@ def _route(
     conn: sa.Connection,
     cfg: settings.QueenSettings,
     me: Any,
+    warm: frozenset[str],
     request: wire.LeaseRequest,
     rows: list[Any],
     now: float,
@@ -496,7 +498,6 @@ def _route(
         return []
     if cfg.routing == "fifo":
         return rows[: request.max_tasks]
-    warm = frozenset(request.contexts) | frozenset(me.contexts or [])
     asker = routing.Asker(worker=me.id, warm=warm, load=me.load)
     # Other askers that could take these tasks (not of an owner holding a replica of the
     # first offered one), sampled: the strategies compare this worker with them.

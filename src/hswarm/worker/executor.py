@@ -277,7 +277,7 @@ def plan(
     share = max(1, size // (executors or fit))
     if executors is None:
         return Plan(fit, share, share)
-    return Plan(fit, threads, min(share, size))
+    return Plan(fit, threads, share)
 
 
 class Executor:
