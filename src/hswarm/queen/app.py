@@ -2,7 +2,10 @@
 
 Handlers are thin: they parse (pydantic models of ``hswarm.wire``), call one service
 (``jobs``, ``queue``, ``membership``, ``contexts``, ``blobs``, ``events``) in a worker
-thread so the event loop never waits on the database, and return its answer. Every
+thread so the event loop never waits on the database, and return its answer. The
+workers' hot calls (lease, heartbeat, results) and the long poll's progress check are
+the exception on SQLite: they run on the event loop while no thread holds the write
+lock, as a thread hop costs more than the call (``store.Store.can_run_inline``). Every
 error becomes an ``ErrorBody`` by ``refusals.ERROR_CODES`` in the handlers below. The
 lifespan opens the store (running the migrations), creates the enrollment token, sweeps
 once (a restarted queen takes back expired leases at once) and runs the sweeper until
@@ -20,8 +23,8 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from collections.abc import AsyncIterator, Callable
+from typing import Annotated, Any, TypeVar
 
 import anyio
 import fastapi
@@ -38,6 +41,7 @@ from hswarm.queen import blobs, contexts, events, jobs, membership, queue, refus
 from hswarm.swarm import routing
 
 log = logging.getLogger("hswarm.queen")
+T = TypeVar("T")
 WS_NOT_FOUND = 4404  # WebSocket close code for an unknown job (HTTP 404 in the 4000 range)
 
 
@@ -202,6 +206,14 @@ async def _worker(request: fastapi.Request, queen: Annotated[Queen, fastapi.Depe
     return known or await run_in_threadpool(queen.credentials.authenticate, queen.store, bearer)
 
 
+async def _run(db: store.Store, call: Callable[[], T]) -> T:
+    """A short store call: on the event loop where the store allows it
+    (:meth:`store.Store.can_run_inline`), else in a worker thread."""
+    if db.can_run_inline():
+        return call()
+    return await run_in_threadpool(call)
+
+
 def _answer(message: wire.Message) -> responses.Response:
     """A reply serialized once, by pydantic: returned as a model, FastAPI would validate
     it again against the response model, dump it to Python objects and encode those.
@@ -303,7 +315,7 @@ async def job_status(
     queen, and quicker for the client, than polling)."""
     give_up = time.monotonic() + min(wait_s, queen.settings.long_poll_max_s)
     while wait_s > 0:
-        now = await run_in_threadpool(jobs.progress, queen.store, job_id)
+        now = await _run(queen.store, functools.partial(jobs.progress, queen.store, job_id))
         left = give_up - time.monotonic()
         if now is None or now[0] != "running" or now[1] > done or left <= 0:
             break
@@ -330,32 +342,40 @@ async def register(body: wire.Registration, queen: QueenDep) -> wire.Enrollment:
 
 @router.post("/v1/workers/lease", tags=["workers"], response_model=wire.LeaseGrant)
 async def lease(body: wire.LeaseRequest, worker: WorkerDep, queen: QueenDep) -> responses.Response:
-    grant = await queue.wait_for_lease(queen.store, queen.settings, worker, body, queen.bell, queen.trails)
+    grant = await queue.wait_for_lease(
+        queen.store,
+        queen.settings,
+        worker,
+        body,
+        queen.bell,
+        queen.trails,
+        run=functools.partial(_run, queen.store),
+    )
     return _answer(grant)
 
 
 @router.post("/v1/workers/heartbeat", tags=["workers"], response_model=wire.HeartbeatReply)
 async def heartbeat(body: wire.Heartbeat, worker: WorkerDep, queen: QueenDep) -> responses.Response:
-    return _answer(await run_in_threadpool(queue.heartbeat, queen.store, queen.settings, worker, body))
+    beat = functools.partial(queue.heartbeat, queen.store, queen.settings, worker, body)
+    return _answer(await _run(queen.store, beat))
 
 
 @router.post("/v1/workers/result", tags=["workers"], response_model=wire.ResultReceipt)
 async def result(body: wire.TaskResult, worker: WorkerDep, queen: QueenDep) -> responses.Response:
-    receipt = await run_in_threadpool(
-        functools.partial(queue.accept_result, trails=queen.trails), queen.store, queen.settings, worker, body
-    )
+    cfg, trails = queen.settings, queen.trails
+    take = functools.partial(queue.accept_result, queen.store, cfg, worker, body, trails=trails)
+    receipt = await _run(queen.store, take)
     queen.bell.ring()
     return _answer(receipt)
 
 
 @router.post("/v1/workers/results", tags=["workers"], response_model=wire.ReceiptBatch)
 async def results(body: wire.ResultBatch, worker: WorkerDep, queen: QueenDep) -> responses.Response:
-    receipts = await run_in_threadpool(
-        functools.partial(queue.accept_results, trails=queen.trails),
+    receipts = await _run(
         queen.store,
-        queen.settings,
-        worker,
-        body.results,
+        functools.partial(
+            queue.accept_results, queen.store, queen.settings, worker, body.results, trails=queen.trails
+        ),
     )
     queen.bell.ring()
     return _answer(wire.ReceiptBatch(receipts=receipts))

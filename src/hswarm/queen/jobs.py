@@ -73,11 +73,9 @@ def submit(
                 state="done" if done else "running",
                 label=submission.label,
                 context=submission.context,
-                circuit=submission.circuit,
                 quorum=need,
                 verify=verify,
                 reexecuted=0,
-                outputs=outputs,
                 tasks_total=len(plan),
                 tasks_done=0,
                 tasks_failed=0,
@@ -85,6 +83,9 @@ def submit(
                 finished_at=now if done else None,
                 error=None,
             )
+        )
+        conn.execute(
+            sa.insert(store.circuits).values(job_id=job_id, circuit=submission.circuit, outputs=outputs)
         )
         rows = [
             {
@@ -151,9 +152,8 @@ def task_id(job_id: str, index: int) -> str:
     return f"{job_id}.{index}"
 
 
-# Everything but the circuit: decoding a big job's circuit costs more than the rest of
-# its status, and a client may poll that often.
-_STATUS_COLUMNS = sa.select(*(c for c in store.jobs.c if c.name != "circuit"))
+_STATUS_COLUMNS = sa.select(store.jobs)
+_OUTPUTS = sa.select(store.circuits.c.outputs).where(store.circuits.c.job_id == sa.bindparam("b_job"))
 
 
 def status(db: store.Store, cfg: settings.QueenSettings, job_id: str) -> wire.JobStatus:
@@ -181,9 +181,10 @@ def list_jobs(db: store.Store, cfg: settings.QueenSettings, limit: int = 100) ->
 
 def _status(conn: sa.Connection, cfg: settings.QueenSettings, row: Any) -> wire.JobStatus:
     results: dict[int, str] = {}
-    if row.state == "done" and row.outputs:
+    outputs = conn.execute(_OUTPUTS, {"b_job": row.id}).scalar_one() if row.state == "done" else None
+    if outputs:
         query = sa.select(store.results.c.step_id, store.results.c.digest).where(
-            store.results.c.job_id == row.id, store.results.c.step_id.in_(row.outputs)
+            store.results.c.job_id == row.id, store.results.c.step_id.in_(outputs)
         )
         results = {sid: digest for sid, digest in conn.execute(query)}
     return wire.JobStatus(

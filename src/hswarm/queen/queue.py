@@ -35,7 +35,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -76,12 +76,14 @@ async def wait_for_lease(
     request: wire.LeaseRequest,
     bell: Doorbell,
     trails: routing.Trails | None = None,
+    run: Callable[[Callable[[], wire.LeaseGrant]], Awaitable[wire.LeaseGrant]] = anyio.to_thread.run_sync,
 ) -> wire.LeaseGrant:
-    """:func:`lease`, retried until a task is granted or ``wait_s`` has passed."""
+    """:func:`lease`, retried until a task is granted or ``wait_s`` has passed; ``run``
+    runs each try (in a worker thread unless told otherwise)."""
     give_up = time.monotonic() + min(request.wait_s, cfg.long_poll_max_s)
-    take = functools.partial(lease, trails=trails)
+    take = functools.partial(lease, db, cfg, worker_id, request, trails=trails)
     while True:
-        grant = await anyio.to_thread.run_sync(take, db, cfg, worker_id, request)
+        grant = await run(take)
         left = give_up - time.monotonic()
         if grant.tasks or left <= 0:
             return grant

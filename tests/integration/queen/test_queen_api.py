@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
 import sqlalchemy as sa
 from queenkit import Driver, Material, chain, digest, snapshot
 
@@ -201,3 +202,28 @@ def test_background_sweeper_hands_a_dead_workers_lease_to_a_live_one(
     states = {w["name"]: w["state"] for w in queen.client.get("/v1/workers").json()["workers"]}
     assert states["silent"] == "dead"
     assert queen.post_result(silent, task, outputs=queen.outputs(task)).json()["code"] == "conflict"
+
+
+def test_a_lease_waiting_for_the_write_lock_holds_up_no_other_request(queen: Driver, fhe: Material) -> None:
+    """On SQLite a lease runs on the event loop only while no thread writes: one that
+    would wait for the lock waits in a worker thread, and the queen keeps answering."""
+    db = queen.client.app.state.queen.store
+    if db.dialect != "sqlite":
+        pytest.skip("on PostgreSQL every store call runs in a worker thread, and writers lock rows only")
+    headers = queen.register()
+    queen.submit(fhe)
+    granted: list[dict[str, object]] = []
+    answered: list[int] = []
+    with db.write():  # a long write in progress (a big job's submission, say)
+        lessee = threading.Thread(target=lambda: granted.extend(queen.lease(headers)), daemon=True)
+        lessee.start()
+        time.sleep(0.3)
+        assert lessee.is_alive() and not granted  # it waits for the lock ...
+        probe = threading.Thread(
+            target=lambda: answered.append(queen.client.get("/healthz").status_code), daemon=True
+        )
+        probe.start()
+        probe.join(5)
+        assert answered == [200]  # ... and the event loop is free meanwhile
+    lessee.join(10)
+    assert len(granted) == 1

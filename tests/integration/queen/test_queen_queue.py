@@ -3,13 +3,16 @@ race-free claiming, sweeping, dependencies. Time is passed in (``now``), never s
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from queenkit import Material, chain, enroll, fake_outputs, seed_job, wide
 
@@ -60,7 +63,52 @@ def test_migrations_create_exactly_the_store_tables(db: store.Store) -> None:
     db.migrate()  # a second run changes nothing
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), store.metadata) == []
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0004"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0005"
+
+
+def _alembic(db: store.Store, step: Callable[..., None], revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(store.MIGRATIONS))
+    with db.engine.connect() as conn:
+        config.attributes["connection"] = conn
+        step(config, revision)
+        conn.commit()
+
+
+def test_migration_0005_moves_circuits_out_of_jobs_and_back(db: store.Store) -> None:
+    _alembic(db, command.downgrade, "0004")
+    circuit, outputs = {"steps": [[0, "input"]], "tasks": []}, [3, 5]
+    with db.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO contexts (digest, size, params, key_tag, rotation_indices, created_at, memory) "
+                "VALUES ('sha256:c', 1, '{}', 't', '[]', 0, 0)"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO jobs (id, state, label, context, circuit, quorum, outputs, tasks_total, "
+                "tasks_done, tasks_failed, created_at, verify, reexecuted) VALUES "
+                "('j1', 'running', '', 'sha256:c', :circuit, 2, :outputs, 1, 0, 0, 0, false, 0)"
+            ),
+            {"circuit": json.dumps(circuit), "outputs": json.dumps(outputs)},
+        )
+    try:
+        _alembic(db, command.upgrade, "0005")
+        with db.read() as conn:
+            moved = conn.execute(sa.select(store.circuits)).one()
+            assert (moved.job_id, moved.circuit, moved.outputs) == ("j1", circuit, outputs)
+            job = conn.execute(sa.select(store.jobs.c.state, store.jobs.c.tasks_total)).one()
+            assert tuple(job) == ("running", 1)
+        _alembic(db, command.downgrade, "0004")
+        with db.engine.connect() as conn:
+            back = conn.execute(sa.text("SELECT circuit, outputs FROM jobs WHERE id = 'j1'")).one()
+            assert [json.loads(v) if isinstance(v, str) else v for v in back] == [circuit, outputs]
+    finally:
+        _alembic(db, command.upgrade, "head")
+        with db.engine.begin() as conn:
+            for table in ("circuits", "jobs", "contexts"):
+                conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
 def test_concurrent_lessees_never_get_the_same_task(
