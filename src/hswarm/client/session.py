@@ -39,6 +39,7 @@ from hswarm.program import Circuit, Expr, Program, compile_program
 # task finishes); after a failed one, the client retries this much later.
 LONG_POLL_S = 10.0
 RETRY_S = 0.5
+PROGRESS_STEPS = 100  # progress updates a followed job gives at most (plus its end)
 
 
 class EncryptedVector:
@@ -274,7 +275,9 @@ class SwarmClient:
                         raise
                     await asyncio.sleep(RETRY_S)
                     continue
-                done = status.tasks_done
+                # Woken at each hundredth of the job, not at each task: a status costs the
+                # queen counts over the job's replicas. The job's end still answers at once.
+                done = status.tasks_done + max(1, status.tasks_total // PROGRESS_STEPS) - 1
                 if bar is not None:
                     bar.update(status.tasks_done - bar.n)
                 if status.state == "done":
