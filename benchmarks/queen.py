@@ -7,23 +7,34 @@ blob), and drives it with W protocol-level workers (threads with keep-alive HTTP
 clients) that lease B tasks at a time and post their results: one request per result
 when B is 1, one ``/v1/workers/results`` batch per lease otherwise. Each batch size runs
 unverified (one replica per task) and verified (a quorum of 2 replicas from distinct
-owners, as jobs get by default). It prints accepted tasks/s from submission to
-completion and the p50/p99 latency of lease and result calls (the queen's scheduling
-overhead per call). Part 2 (``--demo``) runs the demo workload through a local swarm
-with 1 and 2 worker processes and through local evaluation in one process.
+owners, as jobs get by default).
 
-    .venv/bin/python benchmarks/queen.py [--tasks 2000] [--workers 4] [--batch 1,16] [--demo]
+Each row runs either flat out (the workers call again as soon as they have an answer:
+the queen's capacity) or, with ``--paced R`` and B > 1, paced at R tasks/s in all (the
+latency a worker sees while the queen carries that load). It prints accepted tasks/s
+from submission to completion, the queen's CPU time per task (from /proc: steadier than
+wall time on a shared machine), and the p50/p99 latency of lease calls that granted
+tasks and of result calls: the queen's scheduling overhead per call. Empty polls
+are counted, not timed: the workers poll without waiting (``wait_s`` 0), so that a
+lease's latency is the queen's work and never a wait for tasks.
+Part 2 (``--demo``) runs the demo workload through a local swarm with 1 and 2 worker
+processes and through local evaluation in one process.
+
+    .venv/bin/python benchmarks/queen.py [--tasks 2000] [--workers 4] [--batch 1,16]
+        [--db sqlite,postgresql] [--paced 1000] [--json PATH] [--demo]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -58,11 +69,13 @@ def _worker(
     url: str,
     token: str,
     batch: int,
+    rate: float,
     stop: threading.Event,
     lat: dict[str, list[float]],
     blob_digest: str,
     index: int,
 ) -> None:
+    """Lease and answer until stopped; with ``rate`` > 0, at most that many tasks/s."""
     with httpx.Client(base_url=url, timeout=30) as http:
         reg = wire.Registration(
             token=token, name=f"bench-{index}", owner=f"o{index}", determinism_class="bench"
@@ -71,25 +84,34 @@ def _worker(
             http.post("/v1/workers/register", json=reg.model_dump()).json()
         )
         http.headers["Authorization"] = f"Bearer {enrolled.credential}"
+        due = time.perf_counter()
         while not stop.is_set():
             t = time.perf_counter()
+            # No long poll: every lease answers at once, so its latency is the queen's work.
             grant = http.post(
-                "/v1/workers/lease", json=wire.LeaseRequest(max_tasks=batch, wait_s=0.5).model_dump()
+                "/v1/workers/lease", json=wire.LeaseRequest(max_tasks=batch, wait_s=0).model_dump()
             )
             grant.raise_for_status()
-            lat["lease"].append(time.perf_counter() - t)
+            took = time.perf_counter() - t
+            tasks = wire.LeaseGrant.model_validate(grant.json()).tasks
+            if not tasks:
+                lat["empty"].append(took)
+                time.sleep(0.005)
+                due = time.perf_counter()
+                continue
+            lat["lease"].append(took)
             results = [
                 wire.TaskResult(
                     task_id=task.task_id, attempt=task.attempt, outputs={o: blob_digest for o in task.outputs}
                 )
-                for task in wire.LeaseGrant.model_validate(grant.json()).tasks
+                for task in tasks
             ]
             if batch == 1:
                 for result in results:
                     t = time.perf_counter()
                     http.post("/v1/workers/result", json=result.model_dump(mode="json")).raise_for_status()
                     lat["result"].append(time.perf_counter() - t)
-            elif results:
+            else:
                 t = time.perf_counter()
                 body = wire.ResultBatch(results=results).model_dump(mode="json")
                 receipts = wire.ReceiptBatch.model_validate(
@@ -99,20 +121,34 @@ def _worker(
                 refused = [r.error for r in receipts.receipts if not r.accepted]
                 if refused:
                     raise RuntimeError(f"results refused: {refused[:3]}")
+            if rate > 0:
+                due += len(tasks) / rate
+                time.sleep(max(0.0, due - time.perf_counter()))
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _throughput(
-    db_url: str | None, label: str, tasks: int, workers: int, batch: int, verify: bool
+    db_url: str | None, label: str, tasks: int, workers: int, batch: int, verify: bool, rate: float
 ) -> dict[str, Any]:
     circuit, context, inputs, blob = _job(tasks)
     with LocalSwarm(0, db_url=db_url) as swarm, httpx.Client(base_url=swarm.url, timeout=120) as http:
         http.put(f"/v1/contexts/{digest(context)}", content=context).raise_for_status()
         http.put(f"/v1/blobs/{digest(blob)}", content=blob).raise_for_status()
-        lat: dict[str, list[float]] = {"lease": [], "result": []}
+        lat: dict[str, list[float]] = {"lease": [], "result": [], "empty": []}
         stop = threading.Event()
         threads = [
             threading.Thread(
-                target=_worker, args=(swarm.url, swarm.token, batch, stop, lat, digest(blob), i), daemon=True
+                target=_worker,
+                args=(swarm.url, swarm.token, batch, rate / workers, stop, lat, digest(blob), i),
+                daemon=True,
             )
             for i in range(workers)
         ]
@@ -125,16 +161,21 @@ def _throughput(
             inputs=inputs,
             assurance=wire.Assurance(quorum=2, verify=verify),
         )
+        queen_cpu = _cpu_seconds(swarm.queen.pid)
         started = time.perf_counter()
         job = wire.JobAccepted.model_validate(
             http.post("/v1/jobs", json=submission.model_dump(mode="json")).json()
         )
-        while True:
-            status = wire.JobStatus.model_validate(http.get(f"/v1/jobs/{job.job_id}").json())
+        done = -1
+        while True:  # followed as the SDK follows it: a long poll per hundredth of the job
+            status = wire.JobStatus.model_validate(
+                http.get(f"/v1/jobs/{job.job_id}", params={"wait_s": 10, "done": done}).json()
+            )
             if status.state != "running":
                 break
-            time.sleep(0.05)
+            done = status.tasks_done + max(1, status.tasks_total // 100) - 1
         seconds = time.perf_counter() - started
+        queen_cpu = _cpu_seconds(swarm.queen.pid) - queen_cpu
         stop.set()
         for thread in threads:
             thread.join(10)
@@ -142,11 +183,15 @@ def _throughput(
         "db": label,
         "batch": batch,
         "verified": verify,
+        "paced_tasks_per_s": rate or None,
         "workers": workers,
         "tasks": tasks,
         "state": status.state,
         "seconds": seconds,
         "tasks_per_s": tasks / seconds,
+        "queen_cpu_ms_per_task": 1e3 * queen_cpu / tasks,
+        "leases": len(lat["lease"]),
+        "empty_polls": len(lat["empty"]),
         "lease_p50_ms": 1e3 * _percentile(lat["lease"], 0.5),
         "lease_p99_ms": 1e3 * _percentile(lat["lease"], 0.99),
         "result_p50_ms": 1e3 * _percentile(lat["result"], 0.5),
@@ -200,30 +245,46 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--batch", default="1,16")
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--paced", type=float, default=1000.0, help="tasks/s for the paced rows; 0: none")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--demo", action="store_true")
     args = parser.parse_args()
     print(
         f"# queen benchmark\n\n- machine: {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}\n- queen and {args.workers} protocol workers share "
         f"this machine's cores; trivial tasks; batch 1 posts one result per request, larger "
-        f"batches post one results batch per lease; verified = quorum of 2 distinct owners\n"
+        f"batches post one results batch per lease; verified = quorum of 2 distinct owners; "
+        f"paced = the workers offer that many tasks/s in all, else flat out; latency of lease "
+        f"calls that granted tasks\n"
     )
-    pg_url, pg = _postgres()
-    dbs = [(None, "sqlite")] + ([(pg_url, "postgresql")] if pg_url else [])
+    wanted = args.db.split(",")
+    pg_url, pg = _postgres() if "postgresql" in wanted else (None, None)
+    dbs = [(None, "sqlite")] if "sqlite" in wanted else []
+    dbs += [(pg_url, "postgresql")] if pg_url else []
+    runs = [
+        (int(b), verify, rate)
+        for b in args.batch.split(",")
+        for rate in ([0.0] + ([args.paced] if args.paced > 0 and int(b) > 1 else []))
+        for verify in (False, True)
+    ]
     print(
-        "| db | batch | verified | workers | tasks | state | seconds | tasks/s | lease p50/p99 ms | "
-        "result p50/p99 ms |"
+        "| db | batch | verified | paced | tasks | state | seconds | tasks/s | queen CPU ms/task | "
+        "lease p50/p99 ms | result p50/p99 ms |"
     )
-    print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    rows = []
     try:
         for url, label in dbs:
-            for batch, verify in [(int(b), v) for b in args.batch.split(",") for v in (False, True)]:
-                r = _throughput(url, label, args.tasks, args.workers, batch, verify)
+            for batch, verify, rate in runs:
+                r = _throughput(url, label, args.tasks, args.workers, batch, verify, rate)
+                rows.append(r)
                 print(
-                    f"| {r['db']} | {r['batch']} | {'yes' if verify else 'no'} | {r['workers']} | "
-                    f"{r['tasks']} | {r['state']} | "
-                    f"{r['seconds']:.2f} | {r['tasks_per_s']:.0f} | {r['lease_p50_ms']:.1f} / "
-                    f"{r['lease_p99_ms']:.1f} | {r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} |",
+                    f"| {r['db']} | {r['batch']} | {'yes' if verify else 'no'} | "
+                    f"{f'{rate:.0f}/s' if rate else 'flat out'} | {r['tasks']} | {r['state']} | "
+                    f"{r['seconds']:.2f} | {r['tasks_per_s']:.0f} | {r['queen_cpu_ms_per_task']:.2f} | "
+                    f"{r['lease_p50_ms']:.1f} / {r['lease_p99_ms']:.1f} | "
+                    f"{r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} |",
                     flush=True,
                 )
     finally:
@@ -231,10 +292,18 @@ def main() -> int:
             admin, name = pg
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             admin.close()
+    report: dict[str, Any] = {
+        "machine": {"arch": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "workers": args.workers,
+        "rows": rows,
+    }
     if args.demo:
         print("\n| demo workload (insecure-ckks, 569 patients, 9 tasks) | seconds |\n|---|---:|")
-        for row in _demo_rows():
+        report["demo"] = _demo_rows()
+        for row in report["demo"]:
             print(f"| {row['how']} | {row['seconds']:.2f} |")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 
 
