@@ -17,11 +17,13 @@ wall time on a shared machine), and the p50/p99 latency of lease calls that gran
 tasks and of result calls: the queen's scheduling overhead per call. Empty polls
 are counted, not timed: the workers poll without waiting (``wait_s`` 0), so that a
 lease's latency is the queen's work and never a wait for tasks.
-Part 2 (``--demo``) runs the demo workload through a local swarm with 1 and 2 worker
+With ``--idle K``, K more workers long-poll meanwhile for work they can never get (their
+memory budget holds no key set), as the idle part of a big fleet does; their polls are
+counted. Part 2 (``--demo``) runs the demo workload through a local swarm with 1 and 2 worker
 processes and through local evaluation in one process.
 
     .venv/bin/python benchmarks/queen.py [--tasks 2000] [--workers 4] [--batch 1,16]
-        [--db sqlite,postgresql] [--paced 1000] [--json PATH] [--demo]
+        [--db sqlite,postgresql] [--paced 1000] [--idle K] [--json PATH] [--demo]
 """
 
 from __future__ import annotations
@@ -126,6 +128,22 @@ def _worker(
                 time.sleep(max(0.0, due - time.perf_counter()))
 
 
+def _idle(url: str, token: str, stop: threading.Event, polls: list[int], index: int) -> None:
+    """A worker that long-polls for work it can never get (its memory budget holds no key
+    set), as the idle part of a big fleet does; counts its lease calls."""
+    with httpx.Client(base_url=url, timeout=30) as http:
+        reg = wire.Registration(
+            token=token, name=f"idle-{index}", owner=f"idle{index}", determinism_class="bench", memory_bytes=1
+        )
+        enrolled = wire.Enrollment.model_validate(
+            http.post("/v1/workers/register", json=reg.model_dump()).json()
+        )
+        http.headers["Authorization"] = f"Bearer {enrolled.credential}"
+        while not stop.is_set():
+            http.post("/v1/workers/lease", json=wire.LeaseRequest(max_tasks=1, wait_s=2).model_dump())
+            polls.append(1)
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc; NaN elsewhere)."""
     try:
@@ -136,7 +154,14 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _throughput(
-    db_url: str | None, label: str, tasks: int, workers: int, batch: int, verify: bool, rate: float
+    db_url: str | None,
+    label: str,
+    tasks: int,
+    workers: int,
+    batch: int,
+    verify: bool,
+    rate: float,
+    idle: int = 0,
 ) -> dict[str, Any]:
     circuit, context, inputs, blob = _job(tasks)
     with LocalSwarm(0, db_url=db_url) as swarm, httpx.Client(base_url=swarm.url, timeout=120) as http:
@@ -152,9 +177,14 @@ def _throughput(
             )
             for i in range(workers)
         ]
+        polls: list[int] = []
+        threads += [
+            threading.Thread(target=_idle, args=(swarm.url, swarm.token, stop, polls, i), daemon=True)
+            for i in range(idle)
+        ]
         for thread in threads:
             thread.start()
-        time.sleep(0.5)  # registered and polling
+        time.sleep(0.5 + 0.02 * idle)  # registered and polling
         submission = wire.JobSubmission(
             circuit=circuit,
             context=digest(context),
@@ -162,6 +192,7 @@ def _throughput(
             assurance=wire.Assurance(quorum=2, verify=verify),
         )
         queen_cpu = _cpu_seconds(swarm.queen.pid)
+        idle_polls = len(polls)
         started = time.perf_counter()
         job = wire.JobAccepted.model_validate(
             http.post("/v1/jobs", json=submission.model_dump(mode="json")).json()
@@ -176,6 +207,7 @@ def _throughput(
             done = status.tasks_done + max(1, status.tasks_total // 100) - 1
         seconds = time.perf_counter() - started
         queen_cpu = _cpu_seconds(swarm.queen.pid) - queen_cpu
+        idle_polls = len(polls) - idle_polls
         stop.set()
         for thread in threads:
             thread.join(10)
@@ -185,6 +217,8 @@ def _throughput(
         "verified": verify,
         "paced_tasks_per_s": rate or None,
         "workers": workers,
+        "idle_workers": idle,
+        "idle_polls": idle_polls,
         "tasks": tasks,
         "state": status.state,
         "seconds": seconds,
@@ -247,6 +281,7 @@ def main() -> int:
     parser.add_argument("--batch", default="1,16")
     parser.add_argument("--db", default="sqlite,postgresql")
     parser.add_argument("--paced", type=float, default=1000.0, help="tasks/s for the paced rows; 0: none")
+    parser.add_argument("--idle", type=int, default=0, help="idle workers long-polling meanwhile")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--demo", action="store_true")
     args = parser.parse_args()
@@ -270,21 +305,21 @@ def main() -> int:
     ]
     print(
         "| db | batch | verified | paced | tasks | state | seconds | tasks/s | queen CPU ms/task | "
-        "lease p50/p99 ms | result p50/p99 ms |"
+        "lease p50/p99 ms | result p50/p99 ms | idle workers' polls |"
     )
-    print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     rows = []
     try:
         for url, label in dbs:
             for batch, verify, rate in runs:
-                r = _throughput(url, label, args.tasks, args.workers, batch, verify, rate)
+                r = _throughput(url, label, args.tasks, args.workers, batch, verify, rate, args.idle)
                 rows.append(r)
                 print(
                     f"| {r['db']} | {r['batch']} | {'yes' if verify else 'no'} | "
                     f"{f'{rate:.0f}/s' if rate else 'flat out'} | {r['tasks']} | {r['state']} | "
                     f"{r['seconds']:.2f} | {r['tasks_per_s']:.0f} | {r['queen_cpu_ms_per_task']:.2f} | "
                     f"{r['lease_p50_ms']:.1f} / {r['lease_p99_ms']:.1f} | "
-                    f"{r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} |",
+                    f"{r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} | {r['idle_polls']} |",
                     flush=True,
                 )
     finally:

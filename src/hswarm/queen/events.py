@@ -22,6 +22,19 @@ from hswarm import wire
 from hswarm.queen import store
 
 JOB_ENDS = frozenset({"done", "failed"})
+# Events after which a task may be leasable: a transaction that appends one made work.
+READYING = frozenset({"task_ready", "task_reset"})
+_READIED = "hswarm.readied"  # conn.info key, set by an append of a READYING event
+
+
+def readied(conn: sa.Connection) -> bool:
+    """Whether a READYING event was appended on this connection since the last call; the
+    mark is cleared (it lives in ``conn.info``, which outlasts the transaction, so call it
+    once when a transaction starts and once before it commits)."""
+    return bool(conn.info.pop(_READIED, False))
+
+
+_INSERT = sa.insert(store.events)
 
 
 def append(
@@ -39,13 +52,17 @@ def append(
             at=at, job_id=job_id, task_id=task_id, worker_id=worker_id, kind=kind, data=dict(data or {})
         )
     )
+    if kind in READYING:
+        conn.info[_READIED] = True
 
 
 def append_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Append several events at once; each row has the keyword names of :func:`append`."""
     if rows:
         full = [{"job_id": None, "task_id": None, "worker_id": None, "data": {}, **row} for row in rows]
-        conn.execute(sa.insert(store.events), full)
+        conn.execute(_INSERT, full)
+        if any(row["kind"] in READYING for row in rows):
+            conn.info[_READIED] = True
 
 
 def for_job(conn: sa.Connection, job_id: str, after: int = 0, limit: int = 1000) -> list[wire.JobEvent]:

@@ -99,7 +99,6 @@ def vote_digest(outputs: dict[int, str]) -> str:
 # Statements of the hot paths, built once (building and caching one costs more than
 # SQLite takes to run it); IN lists expand at execution.
 _IDS = sa.bindparam("ids", expanding=True)
-_ANY_READY = sa.select(_T.c.id).where(_T.c.state == "ready").limit(1)
 _WORKER = sa.select(_W).where(_W.c.id == sa.bindparam("b_worker"))
 _TOUCH = (
     sa.update(_W)
@@ -145,8 +144,15 @@ def lease(
 ) -> wire.LeaseGrant:
     """Lease up to ``request.max_tasks`` replicas of ready tasks to a worker, without waiting."""
     with db.read() as conn:  # most polls find nothing: don't take the write lock for them
-        _check_not_quarantined(_worker(conn, worker_id))
-        if conn.execute(_ANY_READY).first() is None:
+        me = _worker(conn, worker_id)
+        _check_not_quarantined(me)
+        if not store.any_ready_for(
+            conn,
+            owner=membership.owner_key(me.owner, me.id),
+            worker_id=me.id,
+            dclass=me.determinism_class,
+            memory=me.memory_bytes,
+        ):
             return wire.LeaseGrant(tasks=[])
     now = time.time() if now is None else now
     rng = rng or random.Random()
@@ -301,19 +307,25 @@ def accept_result(
     result: wire.TaskResult,
     now: float | None = None,
     trails: routing.Trails | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> wire.ResultReceipt:
-    """One result; a refusal is raised (the HTTP status says why)."""
+    """One result; a refusal is raised (the HTTP status says why). ``on_ready`` is called
+    after the commit if the result made a task leasable (a dependent, more replicas)."""
     now = time.time() if now is None else now
 
-    def record(conn: sa.Connection) -> wire.ResultReceipt:
+    def record(conn: sa.Connection) -> tuple[wire.ResultReceipt, bool]:
+        events.readied(conn)
         batch = _Batch(conn, cfg, worker_id, now, trails, [result])
         receipt = batch.take(result)
         batch.flush()
         if not receipt.duplicate:
             _touch(conn, worker_id, now)
-        return receipt
+        return receipt, events.readied(conn)
 
-    return db.run_write(record)
+    receipt, readied = db.run_write(record)
+    if readied and on_ready is not None:
+        on_ready()
+    return receipt
 
 
 def accept_results(
@@ -323,14 +335,17 @@ def accept_results(
     results: Iterable[wire.TaskResult],
     now: float | None = None,
     trails: routing.Trails | None = None,
+    on_ready: Callable[[], None] | None = None,
 ) -> list[wire.ResultReceipt]:
     """Several results in one transaction; each is taken or refused on its own (a refused
-    one changes nothing: every check runs before that result's first write)."""
+    one changes nothing: every check runs before that result's first write). ``on_ready``
+    as for :func:`accept_result`."""
     now = time.time() if now is None else now
     batch = list(results)
     order = sorted(range(len(batch)), key=lambda i: batch[i].task_id)  # one lock order for all
 
-    def record(conn: sa.Connection) -> list[wire.ResultReceipt]:
+    def record(conn: sa.Connection) -> tuple[list[wire.ResultReceipt], bool]:
+        events.readied(conn)
         taken = _Batch(conn, cfg, worker_id, now, trails, batch)
         receipts: dict[int, wire.ResultReceipt] = {}
         for i in order:
@@ -343,9 +358,12 @@ def accept_results(
         taken.flush()
         if any(r.accepted and not r.duplicate for r in receipts.values()):
             _touch(conn, worker_id, now)
-        return [receipts[i] for i in range(len(batch))]
+        return [receipts[i] for i in range(len(batch))], events.readied(conn)
 
-    return db.run_write(record)
+    receipts, readied = db.run_write(record)
+    if readied and on_ready is not None:
+        on_ready()
+    return receipts
 
 
 def sweep(

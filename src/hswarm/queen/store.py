@@ -363,14 +363,30 @@ def ready_for(
     return rows
 
 
+def any_ready_for(conn: sa.Connection, *, owner: str, worker_id: str, dclass: str, memory: int = 0) -> bool:
+    """Whether some ready task is one this worker may take a replica of (audits counted
+    in): :func:`ready_for`'s test without its locks, for a read transaction. A worker
+    that can take nothing (its budget holds no key set, say) learns it without waiting
+    for the write lock."""
+    params = {
+        "r_owner": owner,
+        "r_worker": worker_id,
+        "r_dclass": dclass,
+        "r_limit": 1,
+        "r_memory": memory if memory > 0 else MAX_BYTES,
+        "r_warm": [],
+    }
+    return conn.execute(_ready_query(True, False, "any", lock=False), params).first() is not None
+
+
 MAX_BYTES = 1 << 62
 
 
 @functools.cache
-def _ready_query(may_audit: bool, audits_first: bool, keys: str) -> sa.Select[Any]:
+def _ready_query(may_audit: bool, audits_first: bool, keys: str, lock: bool = True) -> sa.Select[Any]:
     """The query of :func:`ready_for`, built once per variant (building it costs more
     than running it). ``keys``: "warm" (tasks of the worker's key sets), "cold" (of
-    the others) or "any"."""
+    the others) or "any"; ``lock``: lock the rows (PostgreSQL)."""
     mine = (
         sa.select(replicas.c.task_id)
         .where(
@@ -403,10 +419,6 @@ def _ready_query(may_audit: bool, audits_first: bool, keys: str) -> sa.Select[An
         where.append(~sa.and_(tasks.c.single, tasks.c.audit))
     order: list[Any] = [sa.case((sa.and_(tasks.c.single, tasks.c.audit), 0), else_=1)] if audits_first else []
     order += [tasks.c.queued_at, tasks.c.id]
-    return (
-        sa.select(tasks)
-        .where(*where)
-        .order_by(*order)
-        .limit(sa.bindparam("r_limit", type_=sa.Integer))
-        .with_for_update(skip_locked=True)  # PostgreSQL; SQLite holds the write lock already
-    )
+    query = sa.select(tasks).where(*where).order_by(*order).limit(sa.bindparam("r_limit", type_=sa.Integer))
+    # PostgreSQL; SQLite holds the write lock already
+    return query.with_for_update(skip_locked=True) if lock else query

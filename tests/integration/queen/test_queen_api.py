@@ -11,6 +11,8 @@ import pytest
 import sqlalchemy as sa
 from queenkit import Driver, Material, chain, digest, snapshot
 
+from hswarm.queen import queue
+
 
 def test_health_readiness_and_openapi(queen: Driver) -> None:
     assert queen.client.get("/healthz").json() == {"status": "ok"}
@@ -227,3 +229,22 @@ def test_a_lease_waiting_for_the_write_lock_holds_up_no_other_request(queen: Dri
         assert answered == [200]  # ... and the event loop is free meanwhile
     lessee.join(10)
     assert len(granted) == 1
+
+
+def test_a_result_that_readies_a_task_wakes_a_long_polling_lessee(
+    queen: Driver, fhe: Material, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the doorbell can wake it here: the long poll's own look-again interval is
+    longer than the wait."""
+    monkeypatch.setattr(queue, "POLL_INTERVAL_S", 60.0)
+    first, second = queen.register("a", owner="a"), queen.register("b", owner="b")
+    queen.submit(fhe, chain(fhe.circuit))
+    (task,) = queen.lease(first)
+    woken: list[list[dict[str, object]]] = []
+    lessee = threading.Thread(target=lambda: woken.append(queen.lease(second, wait_s=20.0)), daemon=True)
+    lessee.start()
+    time.sleep(0.3)  # the lessee is waiting: nothing else is ready
+    assert lessee.is_alive()
+    assert queen.post_result(first, task, outputs=queen.outputs(task)).status_code == 200
+    lessee.join(15)
+    assert len(woken) == 1 and len(woken[0]) == 1  # the next task of the chain

@@ -19,7 +19,7 @@ from queenkit import Material, chain, enroll, fake_outputs, seed_job, wide
 from hswarm import wire
 from hswarm.crypto import params
 from hswarm.program import Program, compile_program
-from hswarm.queen import events, queue, refusals, settings, store
+from hswarm.queen import events, membership, queue, refusals, settings, store
 
 Settings = Callable[..., settings.QueenSettings]
 
@@ -250,6 +250,54 @@ def test_dependent_becomes_ready_once_when_its_inputs_finish_together(
         _done(db, cfg, w1, spec)
         job = _job(db, job_id)
         assert (job.state, job.tasks_done) == ("done", 3)
+
+
+def test_a_result_reports_work_made_ready_only_when_it_made_some(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    """``on_ready`` wakes the idle lessees: after a result that readied a dependent or asked
+    for another replica, never after one that readied nothing."""
+    cfg = make_settings()
+    worker = enroll(db, cfg)
+    calls: list[str] = []
+
+    def finish(spec: wire.TaskSpec, tag: str, error: str | None = None) -> None:
+        outputs = {} if error else fake_outputs(db, spec)
+        result = wire.TaskResult(task_id=spec.task_id, attempt=spec.attempt, outputs=outputs, error=error)
+        queue.accept_results(db, cfg, worker, [result], on_ready=lambda: calls.append(tag))
+
+    seed_job(db, fhe, wide(fhe.circuit, 2))  # independent tasks: nothing waits on them
+    for spec in _lease(db, cfg, worker, n=10):
+        finish(spec, "wide")
+    assert calls == []
+    seed_job(db, fhe, chain(fhe.circuit))  # each task readies the next
+    (spec,) = _lease(db, cfg, worker)
+    finish(spec, "chain")
+    assert calls == ["chain"]
+    (spec,) = _lease(db, cfg, worker)
+    finish(spec, "error", error="executor crashed")  # the task is ready again, for a retry
+    assert calls == ["chain", "error"]
+
+
+def test_a_worker_that_can_take_nothing_polls_without_the_write_lock(
+    db: store.Store, make_settings: Settings, fhe: Material
+) -> None:
+    """Its empty answer comes from a read: an idle fleet's polls never queue behind writers."""
+    cfg = make_settings()
+    seed_job(db, fhe, wide(fhe.circuit, 2))
+    with db.write() as conn:
+        conn.execute(sa.update(store.contexts).values(memory=1 << 40))  # a key set of 1 TiB
+    token = membership.ensure_token(cfg.token_path)
+    small = wire.Registration(
+        token=token, name="small", owner="", determinism_class="test", memory_bytes=1 << 30
+    )
+    worker = membership.register(db, cfg, small).worker_id
+    answers: list[Any] = []
+    with db.write():  # another request is writing
+        poll = threading.Thread(target=lambda: answers.append(_lease(db, cfg, worker)), daemon=True)
+        poll.start()
+        poll.join(5)
+        assert answers == [[]]
 
 
 def test_heartbeat_renews_only_unexpired_leases_of_the_caller(
