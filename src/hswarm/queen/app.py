@@ -404,7 +404,8 @@ def _ring(queen: Queen, readied: list[int]) -> None:
     """After results: job followers always look again; lessees only when a task became
     leasable. Waking every idle worker's long poll on every result made an idle fleet
     cost the queen a lease query per idle worker per result (32 idle workers cut its
-    throughput 2.7-6.4×, benchmarks/queen.py --idle 32)."""
+    throughput about 3× with leases of 16 and 5× with single results,
+    benchmarks/queen.py --idle 32)."""
     queen.progress.ring()
     if readied:
         queen.bell.ring()
