@@ -67,6 +67,15 @@ def _job(tasks: int) -> tuple[dict[str, Any], bytes, dict[int, str], bytes]:
     return circuit.to_json(), context, inputs, blob
 
 
+def _enroll(http: httpx.Client, token: str, name: str, owner: str, memory_bytes: int = 0) -> None:
+    """Register a protocol-level worker; its credential goes on every later request."""
+    reg = wire.Registration(
+        token=token, name=name, owner=owner, determinism_class="bench", memory_bytes=memory_bytes
+    )
+    enrolled = wire.Enrollment.model_validate(http.post("/v1/workers/register", json=reg.model_dump()).json())
+    http.headers["Authorization"] = f"Bearer {enrolled.credential}"
+
+
 def _worker(
     url: str,
     token: str,
@@ -79,13 +88,7 @@ def _worker(
 ) -> None:
     """Lease and answer until stopped; with ``rate`` > 0, at most that many tasks/s."""
     with httpx.Client(base_url=url, timeout=30) as http:
-        reg = wire.Registration(
-            token=token, name=f"bench-{index}", owner=f"o{index}", determinism_class="bench"
-        )
-        enrolled = wire.Enrollment.model_validate(
-            http.post("/v1/workers/register", json=reg.model_dump()).json()
-        )
-        http.headers["Authorization"] = f"Bearer {enrolled.credential}"
+        _enroll(http, token, f"bench-{index}", f"o{index}")
         due = time.perf_counter()
         while not stop.is_set():
             t = time.perf_counter()
@@ -132,13 +135,7 @@ def _idle(url: str, token: str, stop: threading.Event, polls: list[int], index: 
     """A worker that long-polls for work it can never get (its memory budget holds no key
     set), as the idle part of a big fleet does; counts its lease calls."""
     with httpx.Client(base_url=url, timeout=30) as http:
-        reg = wire.Registration(
-            token=token, name=f"idle-{index}", owner=f"idle{index}", determinism_class="bench", memory_bytes=1
-        )
-        enrolled = wire.Enrollment.model_validate(
-            http.post("/v1/workers/register", json=reg.model_dump()).json()
-        )
-        http.headers["Authorization"] = f"Bearer {enrolled.credential}"
+        _enroll(http, token, f"idle-{index}", f"idle{index}", memory_bytes=1)
         while not stop.is_set():
             http.post("/v1/workers/lease", json=wire.LeaseRequest(max_tasks=1, wait_s=2).model_dump())
             polls.append(1)

@@ -345,14 +345,7 @@ def ready_for(
     owner, whose key set fits its ``memory`` budget (0: unknown, any), and audits only if
     ``may_audit``. Tasks of the key sets it holds (``warm``) come first, then the others,
     each oldest first. Inside ``Store.write()``."""
-    params = {
-        "r_owner": owner,
-        "r_worker": worker_id,
-        "r_dclass": dclass,
-        "r_limit": limit,
-        "r_memory": memory if memory > 0 else MAX_BYTES,
-        "r_warm": sorted(warm),
-    }
+    params = _ready_params(owner, worker_id, dclass, limit, memory, warm)
     rows: list[Any] = []
     if warm:
         rows = list(conn.execute(_ready_query(may_audit, audits_first, "warm"), params).all())
@@ -368,18 +361,25 @@ def any_ready_for(conn: sa.Connection, *, owner: str, worker_id: str, dclass: st
     in): :func:`ready_for`'s test without its locks, for a read transaction. A worker
     that can take nothing (its budget holds no key set, say) learns it without waiting
     for the write lock."""
-    params = {
-        "r_owner": owner,
-        "r_worker": worker_id,
-        "r_dclass": dclass,
-        "r_limit": 1,
-        "r_memory": memory if memory > 0 else MAX_BYTES,
-        "r_warm": [],
-    }
+    params = _ready_params(owner, worker_id, dclass, 1, memory, ())
     return conn.execute(_ready_query(True, False, "any", lock=False), params).first() is not None
 
 
 MAX_BYTES = 1 << 62
+
+
+def _ready_params(
+    owner: str, worker_id: str, dclass: str, limit: int, memory: int, warm: Sequence[str]
+) -> dict[str, Any]:
+    """The bound values of :func:`_ready_query` (a budget of 0, unknown, fits any key set)."""
+    return {
+        "r_owner": owner,
+        "r_worker": worker_id,
+        "r_dclass": dclass,
+        "r_limit": limit,
+        "r_memory": memory if memory > 0 else MAX_BYTES,
+        "r_warm": sorted(warm),
+    }
 
 
 @functools.cache
