@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import sys
@@ -81,12 +82,15 @@ def _worker(
     token: str,
     batch: int,
     rate: float,
-    stop: threading.Event,
-    lat: dict[str, list[float]],
+    stop: Any,
+    out: Any,
     blob_digest: str,
     index: int,
 ) -> None:
-    """Lease and answer until stopped; with ``rate`` > 0, at most that many tasks/s."""
+    """Lease and answer until stopped; with ``rate`` > 0, at most that many tasks/s. Runs
+    in its own process (a worker is its own machine: threads sharing one GIL would add
+    their waits for it to the latencies), and puts its latencies on ``out`` when stopped."""
+    lat: dict[str, list[float]] = {"lease": [], "result": [], "empty": []}
     with httpx.Client(base_url=url, timeout=30) as http:
         _enroll(http, token, f"bench-{index}", f"o{index}")
         due = time.perf_counter()
@@ -129,6 +133,7 @@ def _worker(
             if rate > 0:
                 due += len(tasks) / rate
                 time.sleep(max(0.0, due - time.perf_counter()))
+    out.put(lat)
 
 
 def _idle(url: str, token: str, stop: threading.Event, polls: list[int], index: int) -> None:
@@ -164,18 +169,20 @@ def _throughput(
     with LocalSwarm(0, db_url=db_url) as swarm, httpx.Client(base_url=swarm.url, timeout=120) as http:
         http.put(f"/v1/contexts/{digest(context)}", content=context).raise_for_status()
         http.put(f"/v1/blobs/{digest(blob)}", content=blob).raise_for_status()
-        lat: dict[str, list[float]] = {"lease": [], "result": [], "empty": []}
-        stop = threading.Event()
-        threads = [
-            threading.Thread(
+        fork = multiprocessing.get_context("fork")
+        stop, out = fork.Event(), fork.Queue()
+        busy = [
+            fork.Process(
                 target=_worker,
-                args=(swarm.url, swarm.token, batch, rate / workers, stop, lat, digest(blob), i),
+                args=(swarm.url, swarm.token, batch, rate / workers, stop, out, digest(blob), i),
                 daemon=True,
             )
             for i in range(workers)
         ]
+        for process in busy:
+            process.start()
         polls: list[int] = []
-        threads += [
+        threads = [
             threading.Thread(target=_idle, args=(swarm.url, swarm.token, stop, polls, i), daemon=True)
             for i in range(idle)
         ]
@@ -206,6 +213,12 @@ def _throughput(
         queen_cpu = _cpu_seconds(swarm.queen.pid) - queen_cpu
         idle_polls = len(polls) - idle_polls
         stop.set()
+        lat: dict[str, list[float]] = {"lease": [], "result": [], "empty": []}
+        for _ in busy:
+            for kind, values in out.get(timeout=30).items():
+                lat[kind] += values
+        for process in busy:
+            process.join(10)
         for thread in threads:
             thread.join(10)
     return {

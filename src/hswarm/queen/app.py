@@ -200,7 +200,8 @@ async def _internal_error(_request: fastapi.Request, exc: Exception) -> response
 # -- handlers -----------------------------------------------------------------------------
 
 
-def _queen(request: fastapi.Request) -> Queen:
+async def _queen(request: fastapi.Request) -> Queen:
+    # async: FastAPI runs a plain-def dependency in a worker thread, a hop per request
     return request.app.state.queen
 
 

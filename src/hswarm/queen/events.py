@@ -60,7 +60,7 @@ def append_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Append several events at once; each row has the keyword names of :func:`append`."""
     if rows:
         full = [{"job_id": None, "task_id": None, "worker_id": None, "data": {}, **row} for row in rows]
-        conn.execute(_INSERT, full)
+        store.execute_many(conn, _INSERT, full)
         if any(row["kind"] in READYING for row in rows):
             conn.info[_READIED] = True
 

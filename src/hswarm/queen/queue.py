@@ -246,8 +246,8 @@ def lease(
                     "data": data,
                 }
             )
-        conn.execute(_LEASED, updates)
-        conn.execute(_INSERT_REPLICAS, replicas)
+        store.execute_many(conn, _LEASED, updates)
+        store.execute_many(conn, _INSERT_REPLICAS, replicas)
         events.append_many(conn, log)
         known = _job_values(conn, chosen)
         memory = dict(conn.execute(_CONTEXT_MEMORY, {"ids": sorted({row.context for row in chosen})}).all())
@@ -488,12 +488,25 @@ def _guardian_owners(conn: sa.Connection) -> set[str]:
     return {membership.owner_key(owner, wid) for wid, owner in conn.execute(_GUARDIANS_ALIVE)}
 
 
+# A job's (verify, quorum) never changes after its submission, and its id is a random
+# uuid: remembered here, every lease and result batch saves a query (a round trip on
+# PostgreSQL). Bounded; an evicted job is read again.
+_POLICY_MEMORY = 4096
+_remembered_policies: dict[str, tuple[bool, int]] = {}
+
+
 def _policies(
-    conn: sa.Connection, cfg: settings.QueenSettings, job_ids: set[str]
+    conn: sa.Connection, cfg: settings.QueenSettings, job_ids: Iterable[str]
 ) -> dict[str, tuple[bool, int]]:
     """Per job: (verify, votes a replicated task needs)."""
-    rows = conn.execute(_JOB_POLICIES, {"ids": sorted(job_ids)})
-    return {jid: (bool(verify), need) for jid, verify, need in rows}
+    known = {jid: _remembered_policies.get(jid) for jid in job_ids}
+    unknown = sorted(jid for jid, policy in known.items() if policy is None)
+    if unknown:
+        if len(_remembered_policies) + len(unknown) > _POLICY_MEMORY:
+            _remembered_policies.clear()
+        for jid, verify, need in conn.execute(_JOB_POLICIES, {"ids": unknown}):
+            known[jid] = _remembered_policies[jid] = (bool(verify), need)
+    return {jid: policy for jid, policy in known.items() if policy is not None}
 
 
 def _quorum_policy(cfg: settings.QueenSettings, verify: bool, need: int) -> quorum.QuorumPolicy:
@@ -755,9 +768,7 @@ class _Batch:
         self.task_ids = sorted({r.task_id for r in results})
         self._load()
         job_ids = sorted({t.job_id for t in self.tasks.values()})
-        self.policies = {
-            jid: (bool(verify), need) for jid, verify, need in conn.execute(_JOB_POLICIES, {"ids": job_ids})
-        }
+        self.policies = _policies(conn, cfg, job_ids)
         digests = sorted({d for r in results for d in (r.outputs or {}).values()})
         self.present = set(conn.execute(_BLOBS_PRESENT, {"ids": digests}).scalars()) if digests else set()
         self._clear()
@@ -958,11 +969,12 @@ class _Batch:
         """Write what was recorded, in the lock order tasks -> replicas -> job -> worker."""
         conn = self.conn
         if self.voted:
-            conn.execute(_VOTE, self.voted)
+            store.execute_many(conn, _VOTE, self.voted)
         if self.agreed:
-            conn.execute(_AGREE, self.agreed)
+            store.execute_many(conn, _AGREE, self.agreed)
         if self.changed:
-            conn.execute(
+            store.execute_many(
+                conn,
                 _TASK_STATE,
                 [
                     {
@@ -978,7 +990,7 @@ class _Batch:
                 ],
             )
         if self.outputs:
-            conn.execute(_INSERT_RESULTS, self.outputs)
+            store.execute_many(conn, _INSERT_RESULTS, self.outputs)
         if self.inputs_done:
             self._ready_dependents()
         if self.tasks_done:
@@ -996,7 +1008,9 @@ class _Batch:
         # dependencies finish at once in two transactions (PostgreSQL), the second waits
         # for the first and sees its decrement, so exactly one of them sees zero.
         ids = sorted(self.inputs_done)
-        self.conn.execute(_DEPENDENT_DONE, [{"b_task": t, "b_n": self.inputs_done[t][1]} for t in ids])
+        store.execute_many(
+            self.conn, _DEPENDENT_DONE, [{"b_task": t, "b_n": self.inputs_done[t][1]} for t in ids]
+        )
         complete = list(self.conn.execute(_READY_NOW, {"ids": ids}).scalars())
         if complete:
             self.conn.execute(
@@ -1028,7 +1042,7 @@ class _Batch:
             updates.append(
                 {"b_worker": row.id, "b_n": done, "b_streak": standing.streak, "b_valid": standing.valid}
             )
-        self.conn.execute(_WORKER_CREDIT, updates)
+        store.execute_many(self.conn, _WORKER_CREDIT, updates)
 
 
 class _Mutable:

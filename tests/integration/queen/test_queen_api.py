@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 from queenkit import Driver, Material, chain, digest, snapshot
@@ -123,6 +124,24 @@ def test_readiness_reports_an_unreachable_store(queen: Driver) -> None:
     assert (r.status_code, r.json()["code"]) == (503, "not_ready")
     assert queen.client.get("/v1/jobs").json()["code"] == "not_ready"
     assert queen.client.get("/healthz").status_code == 200
+
+
+def test_a_dropped_database_connection_costs_one_refused_request(queen: Driver) -> None:
+    running = queen.client.app.state.queen
+    if running.store.dialect != "postgresql":
+        pytest.skip("PostgreSQL only: a server that drops its connections (a restart)")
+    assert queen.client.get("/v1/jobs").status_code == 200  # a connection in the pool
+    url = running.store.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as admin:  # the server ends the pool's sessions
+        ended = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    assert ended is not None and ended[0] >= 1
+    answers = [queen.client.get("/v1/jobs") for _ in range(4)]
+    # the stale connection's request is refused as retryable; the pool is then discarded
+    assert [r.status_code for r in answers] == [503, 200, 200, 200]
+    assert answers[0].json()["code"] == "not_ready"
 
 
 def test_repeated_result_is_a_duplicate_that_changes_nothing(queen: Driver, fhe: Material) -> None:
