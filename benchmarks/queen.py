@@ -3,15 +3,17 @@
 Not a test. Part 1 starts a real queen (``hswarm queen`` subprocess) on SQLite and on
 PostgreSQL, submits one job of T trivial tasks (independent ``x + 1`` chunks: the queen
 never looks inside ciphertexts, so every task's input and output is the same small
-blob), and drives it with W protocol-level workers (threads with keep-alive HTTP
+blob), and drives it with W protocol-level workers (processes with keep-alive HTTP
 clients) that lease B tasks at a time and post their results: one request per result
 when B is 1, one ``/v1/workers/results`` batch per lease otherwise. Each batch size runs
 unverified (one replica per task) and verified (a quorum of 2 replicas from distinct
 owners, as jobs get by default).
 
 Each row runs either flat out (the workers call again as soon as they have an answer:
-the queen's capacity) or, with ``--paced R`` and B > 1, paced at R tasks/s in all (the
-latency a worker sees while the queen carries that load). It prints accepted tasks/s
+the queen's capacity) or, with ``--paced R`` and B > 1, paced at R tasks/s in all, each
+worker's leases at random (exponential) gaps, as independent workers arrive: the latency
+a worker sees while the queen carries that load. Workers paced in step would all call at
+once and measure their own queue. It prints accepted tasks/s
 from submission to completion, the queen's CPU time per task (from /proc: steadier than
 wall time on a shared machine), and the p50/p99 latency of lease calls that granted
 tasks and of result calls: the queen's scheduling overhead per call. Empty polls
@@ -19,11 +21,13 @@ are counted, not timed: the workers poll without waiting (``wait_s`` 0), so that
 lease's latency is the queen's work and never a wait for tasks.
 With ``--idle K``, K more workers long-poll meanwhile for work they can never get (their
 memory budget holds no key set), as the idle part of a big fleet does; their polls are
-counted. Part 2 (``--demo``) runs the demo workload through a local swarm with 1 and 2 worker
-processes and through local evaluation in one process.
+counted. With ``--in-process``, part 1 is instead the queue's own cost without HTTP:
+``queue.lease`` and ``queue.accept_results`` called from this process for 4 workers in
+turn, per call and per task. Part 2 (``--demo``) runs the demo workload through a local
+swarm with 1 and 2 worker processes and through local evaluation in one process.
 
     .venv/bin/python benchmarks/queen.py [--tasks 2000] [--workers 4] [--batch 1,16]
-        [--db sqlite,postgresql] [--paced 1000] [--idle K] [--json PATH] [--demo]
+        [--db sqlite,postgresql] [--paced 1000] [--idle K] [--json PATH] [--demo] [--in-process]
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import sys
 import threading
 import time
@@ -87,12 +92,14 @@ def _worker(
     blob_digest: str,
     index: int,
 ) -> None:
-    """Lease and answer until stopped; with ``rate`` > 0, at most that many tasks/s. Runs
+    """Lease and answer until stopped; with ``rate`` > 0, about that many tasks/s, its
+    leases at exponentially distributed gaps (as independent clients arrive). Runs
     in its own process (a worker is its own machine: threads sharing one GIL would add
     their waits for it to the latencies), and puts its latencies on ``out`` when stopped."""
     lat: dict[str, list[float]] = {"lease": [], "result": [], "empty": []}
     with httpx.Client(base_url=url, timeout=30) as http:
         _enroll(http, token, f"bench-{index}", f"o{index}")
+        pace = random.Random(index)
         due = time.perf_counter()
         while not stop.is_set():
             t = time.perf_counter()
@@ -130,8 +137,8 @@ def _worker(
                 refused = [r.error for r in receipts.receipts if not r.accepted]
                 if refused:
                     raise RuntimeError(f"results refused: {refused[:3]}")
-            if rate > 0:
-                due += len(tasks) / rate
+            if rate > 0:  # a Poisson process: workers in step would queue behind each other
+                due += pace.expovariate(rate / len(tasks))
                 time.sleep(max(0.0, due - time.perf_counter()))
     out.put(lat)
 
@@ -243,6 +250,76 @@ def _throughput(
     }
 
 
+def _in_process(db_url: str | None, label: str, tasks: int, batches: list[int]) -> list[dict[str, Any]]:
+    """The queue's own cost, without HTTP: one thread calls ``queue.lease`` and
+    ``queue.accept_results`` for 4 workers in turn, 2 s per batch size, on one job of
+    ``tasks`` independent tasks (unverified)."""
+    import tempfile
+
+    from hswarm.queen import jobs, membership, queue, settings, store
+
+    circuit, context, inputs, blob = _job(tasks)
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = settings.QueenSettings(data_dir=Path(tmp), db_url=db_url or f"sqlite:///{tmp}/queen.db")
+        db = store.Store(cfg.db_url)
+        db.migrate()
+        with db.write() as conn:
+            row = {"digest": digest(context), "size": len(context), "params": circuit["params"]}
+            store.insert_absent(
+                conn, store.contexts, {**row, "key_tag": "bench", "rotation_indices": [], "created_at": 0.0}
+            )
+            store.insert_absent(
+                conn, store.blobs, {"digest": digest(blob), "size": len(blob), "created_at": 0.0}
+            )
+        token = membership.ensure_token(cfg.token_path)
+        workers = [
+            membership.register(
+                db,
+                cfg,
+                wire.Registration(token=token, name=f"w{i}", owner=f"o{i}", determinism_class="bench"),
+            ).worker_id
+            for i in range(4)
+        ]
+        submission = wire.JobSubmission(
+            circuit=circuit, context=digest(context), inputs=inputs, assurance=wire.Assurance(verify=False)
+        )
+        jobs.submit(db, cfg, submission)
+        rows = []
+        for batch in batches:
+            lease_s = result_s = 0.0
+            done = calls = 0
+            end = time.perf_counter() + 2.0
+            while time.perf_counter() < end:
+                worker = workers[calls % len(workers)]
+                t = time.perf_counter()
+                grant = queue.lease(db, cfg, worker, wire.LeaseRequest(max_tasks=batch, wait_s=0))
+                lease_s += time.perf_counter() - t
+                if not grant.tasks:
+                    break
+                results = [
+                    wire.TaskResult(
+                        task_id=s.task_id, attempt=s.attempt, outputs={o: digest(blob) for o in s.outputs}
+                    )
+                    for s in grant.tasks
+                ]
+                t = time.perf_counter()
+                queue.accept_results(db, cfg, worker, results)
+                result_s += time.perf_counter() - t
+                done, calls = done + len(grant.tasks), calls + 1
+            rows.append(
+                {
+                    "db": label,
+                    "batch": batch,
+                    "tasks": done,
+                    "lease_ms_per_call": 1e3 * lease_s / max(calls, 1),
+                    "results_ms_per_call": 1e3 * result_s / max(calls, 1),
+                    "ms_per_task": 1e3 * (lease_s + result_s) / max(done, 1),
+                }
+            )
+        db.dispose()
+    return rows
+
+
 def _postgres() -> tuple[str | None, Any]:
     try:
         import psycopg
@@ -294,15 +371,21 @@ def main() -> int:
     parser.add_argument("--idle", type=int, default=0, help="idle workers long-polling meanwhile")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     parser.add_argument("--demo", action="store_true")
-    args = parser.parse_args()
-    print(
-        f"# queen benchmark\n\n- machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}\n- queen and {args.workers} protocol workers share "
-        f"this machine's cores; trivial tasks; batch 1 posts one result per request, larger "
-        f"batches post one results batch per lease; verified = quorum of 2 distinct owners; "
-        f"paced = the workers offer that many tasks/s in all, else flat out; latency of lease "
-        f"calls that granted tasks\n"
+    parser.add_argument(
+        "--in-process", action="store_true", help="the queue's calls without HTTP, in this process, instead"
     )
+    args = parser.parse_args()
+    machine = f"- machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    if args.in_process:
+        print(f"# queen benchmark, in process (no HTTP)\n\n{machine}\n- one thread, 4 workers in turn\n")
+    else:
+        print(
+            f"# queen benchmark\n\n{machine}\n- queen and {args.workers} protocol workers share "
+            f"this machine's cores; trivial tasks; batch 1 posts one result per request, larger "
+            f"batches post one results batch per lease; verified = quorum of 2 distinct owners; "
+            f"paced = the workers offer that many tasks/s in all, else flat out; latency of lease "
+            f"calls that granted tasks\n"
+        )
     wanted = args.db.split(",")
     pg_url, pg = _postgres() if "postgresql" in wanted else (None, None)
     dbs = [(None, "sqlite")] if "sqlite" in wanted else []
@@ -313,14 +396,26 @@ def main() -> int:
         for rate in ([0.0] + ([args.paced] if args.paced > 0 and int(b) > 1 else []))
         for verify in (False, True)
     ]
-    print(
-        "| db | batch | verified | paced | tasks | state | seconds | tasks/s | queen CPU ms/task | "
-        "lease p50/p99 ms | result p50/p99 ms | idle workers' polls |"
-    )
-    print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     rows = []
+    if args.in_process:
+        print("| db | batch | tasks | lease ms/call | results ms/call | ms/task |")
+        print("|---|---:|---:|---:|---:|---:|")
+    else:
+        print(
+            "| db | batch | verified | paced | tasks | state | seconds | tasks/s | queen CPU ms/task | "
+            "lease p50/p99 ms | result p50/p99 ms | idle workers' polls |"
+        )
+        print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
     try:
-        for url, label in dbs:
+        for url, label in dbs if args.in_process else ():
+            for r in _in_process(url, label, args.tasks, [int(b) for b in args.batch.split(",")]):
+                rows.append(r)
+                print(
+                    f"| {r['db']} | {r['batch']} | {r['tasks']} | {r['lease_ms_per_call']:.2f} | "
+                    f"{r['results_ms_per_call']:.2f} | {r['ms_per_task']:.3f} |",
+                    flush=True,
+                )
+        for url, label in () if args.in_process else dbs:
             for batch, verify, rate in runs:
                 r = _throughput(url, label, args.tasks, args.workers, batch, verify, rate, args.idle)
                 rows.append(r)
