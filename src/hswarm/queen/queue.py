@@ -250,7 +250,7 @@ def lease(
         store.execute_many(conn, _INSERT_REPLICAS, replicas)
         events.append_many(conn, log)
         known = _job_values(conn, chosen)
-        memory = dict(conn.execute(_CONTEXT_MEMORY, {"ids": sorted({row.context for row in chosen})}).all())
+        memory = dict(store.fetch(conn, _CONTEXT_MEMORY, {"ids": sorted({row.context for row in chosen})}))
         by_id = {u["tid"]: u for u in updates}
         return wire.LeaseGrant(
             tasks=[
@@ -444,9 +444,9 @@ def _touch(
 ) -> Any:
     """The worker spoke: it is alive (again). Returns its row."""
     if load is None and contexts is None:
-        row = conn.execute(_TOUCH, {"b_worker": worker_id, "b_now": now}).first()
-        if row is not None:
-            return row
+        rows = store.fetch(conn, _TOUCH, {"b_worker": worker_id, "b_now": now})
+        if rows:
+            return rows[0]
     values: dict[str, Any] = {"last_seen": now}
     if load is not None:
         values["load"] = load
@@ -466,7 +466,10 @@ def _touch(
 
 
 def _worker(conn: sa.Connection, worker_id: str) -> Any:
-    return conn.execute(_WORKER, {"b_worker": worker_id}).one()
+    rows = store.fetch(conn, _WORKER, {"b_worker": worker_id})
+    if len(rows) != 1:
+        raise sa.exc.NoResultFound(f"no worker {worker_id}")
+    return rows[0]
 
 
 def _check_not_quarantined(worker: Any) -> None:
@@ -485,7 +488,7 @@ def _standing(row: Any) -> reputation.Standing:
 
 def _guardian_owners(conn: sa.Connection) -> set[str]:
     """Owner keys of the live guardians that are not quarantined (who can audit whom)."""
-    return {membership.owner_key(owner, wid) for wid, owner in conn.execute(_GUARDIANS_ALIVE)}
+    return {membership.owner_key(owner, wid) for wid, owner in store.fetch(conn, _GUARDIANS_ALIVE)}
 
 
 # A job's (verify, quorum) never changes after its submission, and its id is a random
@@ -770,16 +773,18 @@ class _Batch:
         job_ids = sorted({t.job_id for t in self.tasks.values()})
         self.policies = _policies(conn, cfg, job_ids)
         digests = sorted({d for r in results for d in (r.outputs or {}).values()})
-        self.present = set(conn.execute(_BLOBS_PRESENT, {"ids": digests}).scalars()) if digests else set()
+        self.present = (
+            {d for (d,) in store.fetch(conn, _BLOBS_PRESENT, {"ids": digests})} if digests else set()
+        )
         self._clear()
 
     def _load(self) -> None:
         """Read (again) the tasks of the batch, locked, and all their replicas."""
         ids = {"ids": self.task_ids}
-        self.tasks = {row.id: _Mutable(row) for row in self.conn.execute(_TASKS_LOCKED, ids)}
+        self.tasks = {row.id: _Mutable(row) for row in store.fetch(self.conn, _TASKS_LOCKED, ids)}
         self.replicas: dict[tuple[str, int], _Mutable] = {}
         self.of_task: dict[str, list[_Mutable]] = {tid: [] for tid in self.tasks}
-        for row in self.conn.execute(_REPLICAS_OF, ids):
+        for row in store.fetch(self.conn, _REPLICAS_OF, ids):
             rep = _Mutable(row)
             self.replicas[(rep.task_id, rep.attempt)] = rep
             self.of_task.setdefault(rep.task_id, []).append(rep)
@@ -1011,7 +1016,7 @@ class _Batch:
         store.execute_many(
             self.conn, _DEPENDENT_DONE, [{"b_task": t, "b_n": self.inputs_done[t][1]} for t in ids]
         )
-        complete = list(self.conn.execute(_READY_NOW, {"ids": ids}).scalars())
+        complete = [tid for (tid,) in store.fetch(self.conn, _READY_NOW, {"ids": ids})]
         if complete:
             self.conn.execute(
                 sa.update(_T).where(_T.c.id.in_(complete)).values(state="ready", queued_at=self.now)
@@ -1024,7 +1029,7 @@ class _Batch:
         for job_id in sorted(self.tasks_done):  # a batch's results are of one job or a few
             finished, slot = self.tasks_done[job_id]
             params = {"b_job": job_id, "b_n": finished}
-            total, done, state = self.conn.execute(_JOB_TASKS_DONE, params).one()
+            ((total, done, state),) = store.fetch(self.conn, _JOB_TASKS_DONE, params)
             if done == total and state == "running":
                 self.conn.execute(
                     sa.update(_J).where(_J.c.id == job_id).values(state="done", finished_at=self.now)
@@ -1032,7 +1037,7 @@ class _Batch:
                 slot.append({"kind": "done", "at": self.now, "job_id": job_id, "data": {"tasks": total}})
 
     def _credit_workers(self) -> None:
-        rows = self.conn.execute(_WORKERS_LOCKED, {"ids": sorted(self.credits)}).all()
+        rows = store.fetch(self.conn, _WORKERS_LOCKED, {"ids": sorted(self.credits)})
         updates = []
         for row in rows:
             done, verified = self.credits[row.id]
@@ -1422,7 +1427,7 @@ def _job_values(conn: sa.Connection, rows: list[Any]) -> dict[str, dict[int, str
         wanted.setdefault(row.job_id, set()).update(row.spec["inputs"])
     steps = sorted(set().union(*wanted.values())) if wanted else []
     known: dict[str, dict[int, str]] = {job: {} for job in wanted}
-    for job_id, step_id, digest in conn.execute(_KNOWN_STEPS, {"jobs": sorted(wanted), "steps": steps}):
+    for job_id, step_id, digest in store.fetch(conn, _KNOWN_STEPS, {"jobs": sorted(wanted), "steps": steps}):
         known[job_id][step_id] = digest
     return known
 

@@ -1,4 +1,5 @@
-"""``store.execute_many`` writes exactly what ``conn.execute`` writes, on both databases."""
+"""``store.execute_many`` writes, and ``store.fetch`` reads, exactly what ``conn.execute``
+writes and reads, on both databases."""
 
 from __future__ import annotations
 
@@ -92,3 +93,68 @@ def test_statements_it_cannot_run_are_refused(db: store.Store) -> None:
         with pytest.raises(ValueError, match="lack"):
             update = sa.update(W).where(W.c.id == sa.bindparam("b_id")).values(load=sa.bindparam("b_load"))
             store.execute_many(conn, update, [{"b_id": "x"}])
+
+
+# -- fetch -----------------------------------------------------------------------------
+
+_BY_IDS = (
+    sa.select(W)
+    .where(W.c.id.in_(sa.bindparam("ids", expanding=True)), W.c.state.in_(("alive", "suspect")))
+    .order_by(W.c.id)
+    .limit(sa.bindparam("n", type_=sa.Integer))
+)
+_BY_LOAD = (
+    sa.select(W.c.id, W.c.load, W.c.quarantined).where(W.c.load > sa.bindparam("floor")).order_by(W.c.id)
+)
+_SEEN = (
+    sa.update(W)
+    .where(W.c.id == sa.bindparam("b_id"), W.c.state == "alive")
+    .values(last_seen=sa.bindparam("b_now"))
+    .returning(W.c.id, W.c.last_seen, W.c.contexts)
+)
+
+
+def test_fetch_reads_rows_as_sqlalchemy_does(db: store.Store) -> None:
+    rows = [
+        _worker("a"),
+        _worker("b", quarantined=True, contexts={"k": [1.5, None]}, load=2.5),
+        _worker("c", state="dead"),
+    ]
+    with db.write() as conn:
+        conn.execute(sa.insert(W), rows)
+    with db.read() as conn:
+        for query, params in [
+            (_BY_IDS, {"ids": ["a", "b", "c", "x"], "n": 10}),
+            (_BY_IDS, {"ids": ["b"], "n": 1}),
+            (_BY_IDS, {"ids": [], "n": 1}),  # SQLAlchemy's own empty IN
+            (_BY_LOAD, {"floor": 0.2}),
+        ]:
+            fast = store.fetch(conn, query, params)
+            slow = conn.execute(query, params).all()
+            assert [tuple(r) for r in fast] == [tuple(r) for r in slow]
+            assert [r._mapping for r in fast] == [dict(r._mapping) for r in slow]
+        got = store.fetch(conn, _BY_IDS, {"ids": ["b", "a"], "n": 5})
+    assert [(r.id, r.quarantined, r.contexts) for r in got] == [
+        ("a", False, rows[0]["contexts"]),
+        ("b", True, {"k": [1.5, None]}),
+    ]
+
+
+def test_fetch_runs_an_update_returning_in_the_transaction(db: store.Store) -> None:
+    with db.write() as conn:
+        conn.execute(sa.insert(W), [_worker("a"), _worker("d", state="dead")])
+    with db.write() as conn:
+        assert [tuple(r) for r in store.fetch(conn, _SEEN, {"b_id": "a", "b_now": 9.5})] == [
+            ("a", 9.5, _worker("a")["contexts"])
+        ]
+        assert store.fetch(conn, _SEEN, {"b_id": "d", "b_now": 9.5}) == []  # not alive: no row
+    with pytest.raises(RuntimeError), db.write() as conn:  # rolled back with its transaction
+        store.fetch(conn, _SEEN, {"b_id": "a", "b_now": 20.0})
+        raise RuntimeError
+    assert [r["last_seen"] for r in _rows(db, ["a", "d"])] == [9.5, 2.25]
+
+
+def test_fetch_raises_sqlalchemys_errors(db: store.Store) -> None:
+    broken = sa.select(W.c.id).where(sa.text("no_such_column = 1"))
+    with pytest.raises(sa.exc.DBAPIError), db.read() as conn:
+        store.fetch(conn, broken)
