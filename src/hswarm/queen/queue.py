@@ -106,6 +106,16 @@ _TOUCH = (
     .values(last_seen=sa.bindparam("b_now"))
     .returning(_W)
 )
+_BEAT = (  # a heartbeat's touch: it also reports load and cached key sets
+    sa.update(_W)
+    .where(_W.c.id == sa.bindparam("b_worker"), _W.c.state == "alive")
+    .values(
+        last_seen=sa.bindparam("b_now"),
+        load=sa.bindparam("b_load", type_=_W.c.load.type),
+        contexts=sa.bindparam("b_contexts", type_=_W.c.contexts.type),
+    )
+    .returning(_W)
+)
 _GUARDIANS_ALIVE = sa.select(_W.c.id, _W.c.owner).where(
     _W.c.role == "guardian", _W.c.state == "alive", ~_W.c.quarantined
 )
@@ -445,6 +455,11 @@ def _touch(
     """The worker spoke: it is alive (again). Returns its row."""
     if load is None and contexts is None:
         rows = store.fetch(conn, _TOUCH, {"b_worker": worker_id, "b_now": now})
+        if rows:
+            return rows[0]
+    elif load is not None and contexts is not None:
+        params = {"b_worker": worker_id, "b_now": now, "b_load": load, "b_contexts": contexts}
+        rows = store.fetch(conn, _BEAT, params)
         if rows:
             return rows[0]
     values: dict[str, Any] = {"last_seen": now}
