@@ -19,7 +19,7 @@ import anyio
 import sqlalchemy as sa
 
 from hswarm import wire
-from hswarm.queen import store
+from hswarm.queen import statements, store
 
 JOB_ENDS = frozenset({"done", "failed"})
 # Events after which a task may be leasable: a transaction that appends one made work.
@@ -60,7 +60,7 @@ def append_many(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Append several events at once; each row has the keyword names of :func:`append`."""
     if rows:
         full = [{"job_id": None, "task_id": None, "worker_id": None, "data": {}, **row} for row in rows]
-        store.execute_many(conn, _INSERT, full)
+        statements.execute_many(conn, _INSERT, full)
         if any(row["kind"] in READYING for row in rows):
             conn.info[_READIED] = True
 

@@ -42,7 +42,7 @@ import anyio
 import sqlalchemy as sa
 
 from hswarm import errors, wire
-from hswarm.queen import blobs, events, jobs, membership, refusals, settings, store
+from hswarm.queen import blobs, events, jobs, membership, refusals, settings, statements, store
 from hswarm.swarm import quorum, reputation, routing
 
 _T, _W, _J, _R = store.tasks, store.workers, store.jobs, store.replicas
@@ -256,11 +256,13 @@ def lease(
                     "data": data,
                 }
             )
-        store.execute_many(conn, _LEASED, updates)
-        store.execute_many(conn, _INSERT_REPLICAS, replicas)
+        statements.execute_many(conn, _LEASED, updates)
+        statements.execute_many(conn, _INSERT_REPLICAS, replicas)
         events.append_many(conn, log)
         known = _job_values(conn, chosen)
-        memory = dict(store.fetch(conn, _CONTEXT_MEMORY, {"ids": sorted({row.context for row in chosen})}))
+        memory = dict(
+            statements.fetch(conn, _CONTEXT_MEMORY, {"ids": sorted({row.context for row in chosen})})
+        )
         by_id = {u["tid"]: u for u in updates}
         return wire.LeaseGrant(
             tasks=[
@@ -454,12 +456,12 @@ def _touch(
 ) -> Any:
     """The worker spoke: it is alive (again). Returns its row."""
     if load is None and contexts is None:
-        rows = store.fetch(conn, _TOUCH, {"b_worker": worker_id, "b_now": now})
+        rows = statements.fetch(conn, _TOUCH, {"b_worker": worker_id, "b_now": now})
         if rows:
             return rows[0]
     elif load is not None and contexts is not None:
         params = {"b_worker": worker_id, "b_now": now, "b_load": load, "b_contexts": contexts}
-        rows = store.fetch(conn, _BEAT, params)
+        rows = statements.fetch(conn, _BEAT, params)
         if rows:
             return rows[0]
     values: dict[str, Any] = {"last_seen": now}
@@ -481,7 +483,7 @@ def _touch(
 
 
 def _worker(conn: sa.Connection, worker_id: str) -> Any:
-    rows = store.fetch(conn, _WORKER, {"b_worker": worker_id})
+    rows = statements.fetch(conn, _WORKER, {"b_worker": worker_id})
     if len(rows) != 1:
         raise sa.exc.NoResultFound(f"no worker {worker_id}")
     return rows[0]
@@ -503,7 +505,7 @@ def _standing(row: Any) -> reputation.Standing:
 
 def _guardian_owners(conn: sa.Connection) -> set[str]:
     """Owner keys of the live guardians that are not quarantined (who can audit whom)."""
-    return {membership.owner_key(owner, wid) for wid, owner in store.fetch(conn, _GUARDIANS_ALIVE)}
+    return {membership.owner_key(owner, wid) for wid, owner in statements.fetch(conn, _GUARDIANS_ALIVE)}
 
 
 # A job's (verify, quorum) never changes after its submission, and its id is a random
@@ -789,17 +791,17 @@ class _Batch:
         self.policies = _policies(conn, cfg, job_ids)
         digests = sorted({d for r in results for d in (r.outputs or {}).values()})
         self.present = (
-            {d for (d,) in store.fetch(conn, _BLOBS_PRESENT, {"ids": digests})} if digests else set()
+            {d for (d,) in statements.fetch(conn, _BLOBS_PRESENT, {"ids": digests})} if digests else set()
         )
         self._clear()
 
     def _load(self) -> None:
         """Read (again) the tasks of the batch, locked, and all their replicas."""
         ids = {"ids": self.task_ids}
-        self.tasks = {row.id: _Mutable(row) for row in store.fetch(self.conn, _TASKS_LOCKED, ids)}
+        self.tasks = {row.id: _Mutable(row) for row in statements.fetch(self.conn, _TASKS_LOCKED, ids)}
         self.replicas: dict[tuple[str, int], _Mutable] = {}
         self.of_task: dict[str, list[_Mutable]] = {tid: [] for tid in self.tasks}
-        for row in store.fetch(self.conn, _REPLICAS_OF, ids):
+        for row in statements.fetch(self.conn, _REPLICAS_OF, ids):
             rep = _Mutable(row)
             self.replicas[(rep.task_id, rep.attempt)] = rep
             self.of_task.setdefault(rep.task_id, []).append(rep)
@@ -989,11 +991,11 @@ class _Batch:
         """Write what was recorded, in the lock order tasks -> replicas -> job -> worker."""
         conn = self.conn
         if self.voted:
-            store.execute_many(conn, _VOTE, self.voted)
+            statements.execute_many(conn, _VOTE, self.voted)
         if self.agreed:
-            store.execute_many(conn, _AGREE, self.agreed)
+            statements.execute_many(conn, _AGREE, self.agreed)
         if self.changed:
-            store.execute_many(
+            statements.execute_many(
                 conn,
                 _TASK_STATE,
                 [
@@ -1010,7 +1012,7 @@ class _Batch:
                 ],
             )
         if self.outputs:
-            store.execute_many(conn, _INSERT_RESULTS, self.outputs)
+            statements.execute_many(conn, _INSERT_RESULTS, self.outputs)
         if self.inputs_done:
             self._ready_dependents()
         if self.tasks_done:
@@ -1028,10 +1030,10 @@ class _Batch:
         # dependencies finish at once in two transactions (PostgreSQL), the second waits
         # for the first and sees its decrement, so exactly one of them sees zero.
         ids = sorted(self.inputs_done)
-        store.execute_many(
+        statements.execute_many(
             self.conn, _DEPENDENT_DONE, [{"b_task": t, "b_n": self.inputs_done[t][1]} for t in ids]
         )
-        complete = [tid for (tid,) in store.fetch(self.conn, _READY_NOW, {"ids": ids})]
+        complete = [tid for (tid,) in statements.fetch(self.conn, _READY_NOW, {"ids": ids})]
         if complete:
             self.conn.execute(
                 sa.update(_T).where(_T.c.id.in_(complete)).values(state="ready", queued_at=self.now)
@@ -1044,7 +1046,7 @@ class _Batch:
         for job_id in sorted(self.tasks_done):  # a batch's results are of one job or a few
             finished, slot = self.tasks_done[job_id]
             params = {"b_job": job_id, "b_n": finished}
-            ((total, done, state),) = store.fetch(self.conn, _JOB_TASKS_DONE, params)
+            ((total, done, state),) = statements.fetch(self.conn, _JOB_TASKS_DONE, params)
             if done == total and state == "running":
                 self.conn.execute(
                     sa.update(_J).where(_J.c.id == job_id).values(state="done", finished_at=self.now)
@@ -1052,7 +1054,7 @@ class _Batch:
                 slot.append({"kind": "done", "at": self.now, "job_id": job_id, "data": {"tasks": total}})
 
     def _credit_workers(self) -> None:
-        rows = store.fetch(self.conn, _WORKERS_LOCKED, {"ids": sorted(self.credits)})
+        rows = statements.fetch(self.conn, _WORKERS_LOCKED, {"ids": sorted(self.credits)})
         updates = []
         for row in rows:
             done, verified = self.credits[row.id]
@@ -1062,7 +1064,7 @@ class _Batch:
             updates.append(
                 {"b_worker": row.id, "b_n": done, "b_streak": standing.streak, "b_valid": standing.valid}
             )
-        store.execute_many(self.conn, _WORKER_CREDIT, updates)
+        statements.execute_many(self.conn, _WORKER_CREDIT, updates)
 
 
 class _Mutable:
@@ -1442,7 +1444,9 @@ def _job_values(conn: sa.Connection, rows: list[Any]) -> dict[str, dict[int, str
         wanted.setdefault(row.job_id, set()).update(row.spec["inputs"])
     steps = sorted(set().union(*wanted.values())) if wanted else []
     known: dict[str, dict[int, str]] = {job: {} for job in wanted}
-    for job_id, step_id, digest in store.fetch(conn, _KNOWN_STEPS, {"jobs": sorted(wanted), "steps": steps}):
+    for job_id, step_id, digest in statements.fetch(
+        conn, _KNOWN_STEPS, {"jobs": sorted(wanted), "steps": steps}
+    ):
         known[job_id][step_id] = digest
     return known
 

@@ -1,5 +1,5 @@
-"""``store.execute_many`` writes, and ``store.fetch`` reads, exactly what ``conn.execute``
-writes and reads, on both databases."""
+"""``statements.execute_many`` writes, and ``statements.fetch`` reads, exactly what
+``conn.execute`` writes and reads, on both databases."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from hswarm.queen import store
+from hswarm.queen import statements, store
 
 W = store.workers
 
@@ -44,7 +44,7 @@ def test_inserts_and_updates_read_back_as_sqlalchemys_do(db: store.Store) -> Non
     fast = [_worker("f1"), _worker("f2", quarantined=True, contexts=[], load=0.0)]
     slow = [_worker("s1"), _worker("s2", quarantined=True, contexts=[], load=0.0)]
     with db.write() as conn:
-        store.execute_many(conn, sa.insert(W), fast)
+        statements.execute_many(conn, sa.insert(W), fast)
         conn.execute(sa.insert(W), slow)
     assert _rows(db, ["f1", "f2"]) == _rows(db, ["s1", "s2"])
 
@@ -66,7 +66,7 @@ def test_inserts_and_updates_read_back_as_sqlalchemys_do(db: store.Store) -> Non
         {"b_load": 1.0, "b_contexts": [], "b_n": 1},
     ]
     with db.write() as conn:
-        store.execute_many(conn, update, [{"b_id": f"f{i + 1}", **c} for i, c in enumerate(changes)])
+        statements.execute_many(conn, update, [{"b_id": f"f{i + 1}", **c} for i, c in enumerate(changes)])
         conn.execute(update, [{"b_id": f"s{i + 1}", **c} for i, c in enumerate(changes)])
     fast_rows = _rows(db, ["f1", "f2"])
     assert fast_rows == _rows(db, ["s1", "s2"])
@@ -78,21 +78,21 @@ def test_inserts_and_updates_read_back_as_sqlalchemys_do(db: store.Store) -> Non
 
 def test_a_failing_row_raises_sqlalchemys_error_and_writes_nothing(db: store.Store) -> None:
     with db.write() as conn:
-        store.execute_many(conn, sa.insert(W), [_worker("a")])
+        statements.execute_many(conn, sa.insert(W), [_worker("a")])
     with pytest.raises(sa.exc.IntegrityError), db.write() as conn:
-        store.execute_many(conn, sa.insert(W), [_worker("b"), _worker("a")])  # "a" is taken
+        statements.execute_many(conn, sa.insert(W), [_worker("b"), _worker("a")])  # "a" is taken
     assert [r["name"] for r in _rows(db, ["a", "b"])] == ["n"]
 
 
 def test_statements_it_cannot_run_are_refused(db: store.Store) -> None:
     with db.write() as conn:
         with pytest.raises(ValueError, match="RETURNING"):
-            store.execute_many(
+            statements.execute_many(
                 conn, sa.update(W).values(load=sa.bindparam("b")).returning(W.c.id), [{"b": 1.0}]
             )
         with pytest.raises(ValueError, match="lack"):
             update = sa.update(W).where(W.c.id == sa.bindparam("b_id")).values(load=sa.bindparam("b_load"))
-            store.execute_many(conn, update, [{"b_id": "x"}])
+            statements.execute_many(conn, update, [{"b_id": "x"}])
 
 
 # -- fetch -----------------------------------------------------------------------------
@@ -129,11 +129,11 @@ def test_fetch_reads_rows_as_sqlalchemy_does(db: store.Store) -> None:
             (_BY_IDS, {"ids": [], "n": 1}),  # SQLAlchemy's own empty IN
             (_BY_LOAD, {"floor": 0.2}),
         ]:
-            fast = store.fetch(conn, query, params)
+            fast = statements.fetch(conn, query, params)
             slow = conn.execute(query, params).all()
             assert [tuple(r) for r in fast] == [tuple(r) for r in slow]
             assert [r._mapping for r in fast] == [dict(r._mapping) for r in slow]
-        got = store.fetch(conn, _BY_IDS, {"ids": ["b", "a"], "n": 5})
+        got = statements.fetch(conn, _BY_IDS, {"ids": ["b", "a"], "n": 5})
     assert [(r.id, r.quarantined, r.contexts) for r in got] == [
         ("a", False, rows[0]["contexts"]),
         ("b", True, {"k": [1.5, None]}),
@@ -144,12 +144,12 @@ def test_fetch_runs_an_update_returning_in_the_transaction(db: store.Store) -> N
     with db.write() as conn:
         conn.execute(sa.insert(W), [_worker("a"), _worker("d", state="dead")])
     with db.write() as conn:
-        assert [tuple(r) for r in store.fetch(conn, _SEEN, {"b_id": "a", "b_now": 9.5})] == [
+        assert [tuple(r) for r in statements.fetch(conn, _SEEN, {"b_id": "a", "b_now": 9.5})] == [
             ("a", 9.5, _worker("a")["contexts"])
         ]
-        assert store.fetch(conn, _SEEN, {"b_id": "d", "b_now": 9.5}) == []  # not alive: no row
+        assert statements.fetch(conn, _SEEN, {"b_id": "d", "b_now": 9.5}) == []  # not alive: no row
     with pytest.raises(RuntimeError), db.write() as conn:  # rolled back with its transaction
-        store.fetch(conn, _SEEN, {"b_id": "a", "b_now": 20.0})
+        statements.fetch(conn, _SEEN, {"b_id": "a", "b_now": 20.0})
         raise RuntimeError
     assert [r["last_seen"] for r in _rows(db, ["a", "d"])] == [9.5, 2.25]
 
@@ -157,4 +157,4 @@ def test_fetch_runs_an_update_returning_in_the_transaction(db: store.Store) -> N
 def test_fetch_raises_sqlalchemys_errors(db: store.Store) -> None:
     broken = sa.select(W.c.id).where(sa.text("no_such_column = 1"))
     with pytest.raises(sa.exc.DBAPIError), db.read() as conn:
-        store.fetch(conn, broken)
+        statements.fetch(conn, broken)
