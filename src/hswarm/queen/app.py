@@ -373,43 +373,38 @@ async def heartbeat(body: wire.Heartbeat, worker: WorkerDep, queen: QueenDep) ->
 
 @router.post("/v1/workers/result", tags=["workers"], response_model=wire.ResultReceipt)
 async def result(body: wire.TaskResult, worker: WorkerDep, queen: QueenDep) -> responses.Response:
-    readied: list[int] = []
-    cfg, trails = queen.settings, queen.trails
-    take = functools.partial(
-        queue.accept_result, queen.store, cfg, worker, body, trails=trails, on_ready=lambda: readied.append(1)
-    )
-    receipt = await _run(queen.store, take)
-    _ring(queen, readied)
-    return _answer(receipt)
+    return _answer(await _accept(queen, queue.accept_result, worker, body))
 
 
 @router.post("/v1/workers/results", tags=["workers"], response_model=wire.ReceiptBatch)
 async def results(body: wire.ResultBatch, worker: WorkerDep, queen: QueenDep) -> responses.Response:
-    readied: list[int] = []
-    cfg, trails = queen.settings, queen.trails
-    take = functools.partial(
-        queue.accept_results,
-        queen.store,
-        cfg,
-        worker,
-        body.results,
-        trails=trails,
-        on_ready=lambda: readied.append(1),
+    return _answer(
+        wire.ReceiptBatch(receipts=await _accept(queen, queue.accept_results, worker, body.results))
     )
-    receipts = await _run(queen.store, take)
-    _ring(queen, readied)
-    return _answer(wire.ReceiptBatch(receipts=receipts))
 
 
-def _ring(queen: Queen, readied: list[int]) -> None:
-    """After results: job followers always look again; lessees only when a task became
+async def _accept(queen: Queen, accept: Callable[..., T], worker: str, results: Any) -> T:
+    """Results through ``accept`` (``queue.accept_result`` or ``accept_results``), then the
+    doorbells: job followers always look again; lessees only when a task became
     leasable. Waking every idle worker's long poll on every result made an idle fleet
     cost the queen a lease query per idle worker per result (32 idle workers cut its
     throughput about 3× with leases of 16 and 5× with single results,
     benchmarks/queen.py --idle 32)."""
+    readied: list[bool] = []  # on_ready may run in a worker thread; the bells are the loop's
+    take = functools.partial(
+        accept,
+        queen.store,
+        queen.settings,
+        worker,
+        results,
+        trails=queen.trails,
+        on_ready=lambda: readied.append(True),
+    )
+    answer = await _run(queen.store, take)
     queen.progress.ring()
     if readied:
         queen.bell.ring()
+    return answer
 
 
 @router.post("/v1/workers/{worker_id}/release", tags=["workers"])

@@ -301,7 +301,7 @@ def heartbeat(
                     .returning(_R.c.task_id)
                 ).scalars()
             )
-        _touch(conn, worker_id, now, load=beat.load, contexts=list(beat.contexts))
+        _touch(conn, worker_id, now, beat)
         return renewed
 
     renewed = db.run_write(renew)
@@ -447,33 +447,19 @@ def release(db: store.Store, worker_id: str, now: float | None = None) -> None:
 # requests of one worker (a heartbeat and a result) cannot deadlock.
 
 
-def _touch(
-    conn: sa.Connection,
-    worker_id: str,
-    now: float,
-    load: float | None = None,
-    contexts: list[str] | None = None,
-) -> Any:
-    """The worker spoke: it is alive (again). Returns its row."""
-    if load is None and contexts is None:
+def _touch(conn: sa.Connection, worker_id: str, now: float, beat: wire.Heartbeat | None = None) -> Any:
+    """The worker spoke: it is alive (again); a heartbeat also brings its load and cached
+    key sets. Returns its row."""
+    if beat is None:
         rows = statements.fetch(conn, _TOUCH, {"b_worker": worker_id, "b_now": now})
-        if rows:
-            return rows[0]
-    elif load is not None and contexts is not None:
-        params = {"b_worker": worker_id, "b_now": now, "b_load": load, "b_contexts": contexts}
+        values: dict[str, Any] = {"last_seen": now}
+    else:
+        contexts = list(beat.contexts)
+        params = {"b_worker": worker_id, "b_now": now, "b_load": beat.load, "b_contexts": contexts}
         rows = statements.fetch(conn, _BEAT, params)
-        if rows:
-            return rows[0]
-    values: dict[str, Any] = {"last_seen": now}
-    if load is not None:
-        values["load"] = load
-    if contexts is not None:
-        values["contexts"] = contexts
-    row = conn.execute(
-        sa.update(_W).where(_W.c.id == worker_id, _W.c.state == "alive").values(**values).returning(_W)
-    ).first()
-    if row is not None:
-        return row
+        values = {"last_seen": now, "load": beat.load, "contexts": contexts}
+    if rows:
+        return rows[0]
     before = conn.execute(sa.select(_W.c.state).where(_W.c.id == worker_id)).scalar_one()
     row = conn.execute(
         sa.update(_W).where(_W.c.id == worker_id).values(state="alive", **values).returning(_W)

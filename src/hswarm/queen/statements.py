@@ -14,25 +14,82 @@ It does not build statements or know the schema: ``store`` and the services do.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 
 @dataclasses.dataclass(frozen=True)
-class _Many:
-    """A statement compiled for one dialect and one set of row keys: its SQL, and for
-    each bound value, in the order the driver wants, where it comes from (a row's key,
-    or a value compiled into the statement) and its type's bind processor."""
+class _Plan:
+    """A statement compiled for one dialect (and one row-key set, or one length of each
+    IN list): its SQL, and for each bound value, in the driver's order, where it comes
+    from (a parameter, an item of an IN list, or a value compiled into the statement)
+    and its type's bind processor."""
 
     sql: str
     positional: bool
-    binds: tuple[tuple[str, bool, Any, Callable[[Any], Any] | None], ...]  # name, from row, value, proc
+    binds: tuple[tuple[str, str, Any, Callable[[Any], Any] | None], ...]  # out name, source, ref, proc
+
+    def bound(self, params: Mapping[str, Any]) -> Any:
+        """The driver's parameters for ``params``: a tuple or a dict, processed."""
+        values = []
+        for _out, source, ref, proc in self.binds:
+            if source == "fixed":  # compiled into the statement, processed once
+                values.append(ref)
+                continue
+            value = params[ref] if source == "param" else params[ref[0]][ref[1]]
+            values.append(proc(value) if proc is not None else value)
+        if self.positional:
+            return tuple(values)
+        return {b[0]: v for b, v in zip(self.binds, values, strict=True)}
 
 
-_compiled_many: dict[tuple[sa.Insert | sa.Update, str, tuple[str, ...]], _Many] = {}
+def _plan(
+    dialect: sa.Dialect,
+    compiled: Any,
+    sql: str,
+    names: Sequence[str] | None,
+    given: Collection[str],
+    items: Mapping[str, tuple[str, int]],
+) -> _Plan:
+    """Where each of ``names`` (the driver's parameters, in order) comes from: one of the
+    ``given`` parameters, an item of an expanded IN list, or the statement itself."""
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    binds = []
+    for out in names or ():
+        if out in items:
+            name, i = items[out]
+            source, ref, bind = "item", (name, i), by_name[name]
+        else:
+            bind = by_name[out]
+            if out in given:
+                source, ref = "param", out
+            elif bind.required:
+                raise ValueError(f"cannot run the statement: its parameters lack {out!r}: {compiled}")
+            else:
+                source, ref = "fixed", bind.effective_value
+        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
+        binds.append((out, source, proc(ref) if proc is not None and source == "fixed" else ref, proc))
+    return _Plan(sql=sql, positional=compiled.positional, binds=tuple(binds))
+
+
+@contextlib.contextmanager
+def _cursor(conn: sa.Connection, sql: str, params: Any) -> Iterator[Any]:
+    """A DBAPI cursor of the connection's transaction; a database error is raised as
+    SQLAlchemy would raise it (so a deadlock stays retryable)."""
+    cursor = conn.connection.cursor()
+    try:
+        yield cursor
+    except Exception as exc:
+        raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
+    finally:
+        cursor.close()
+
+
+_compiled_many: dict[tuple[sa.Insert | sa.Update, str, tuple[str, ...]], _Plan] = {}
 
 
 def execute_many(conn: sa.Connection, statement: sa.Insert | sa.Update, rows: list[dict[str, Any]]) -> None:
@@ -50,60 +107,19 @@ def execute_many(conn: sa.Connection, statement: sa.Insert | sa.Update, rows: li
         plan = _compiled_many[(statement, conn.dialect.name, keys)] = _compile_many(
             conn.dialect, statement, keys
         )
-    if plan.positional:
-        params: list[Any] = [
-            tuple(
-                (proc(row[name]) if proc else row[name]) if from_row else value
-                for name, from_row, value, proc in plan.binds
-            )
-            for row in rows
-        ]
-    else:
-        params = [
-            {
-                name: (proc(row[name]) if proc else row[name]) if from_row else value
-                for name, from_row, value, proc in plan.binds
-            }
-            for row in rows
-        ]
-    cursor = conn.connection.cursor()
-    try:
+    params = [plan.bound(row) for row in rows]
+    with _cursor(conn, plan.sql, params[:1]) as cursor:
         cursor.executemany(plan.sql, params)
-    except Exception as exc:  # as SQLAlchemy would raise it (a deadlock stays retryable)
-        raise sa.exc.DBAPIError.instance(plan.sql, params[:1], exc, conn.dialect.loaded_dbapi.Error) from exc
-    finally:
-        cursor.close()
 
 
-def _compile_many(dialect: sa.Dialect, statement: sa.Insert | sa.Update, keys: tuple[str, ...]) -> _Many:
+def _compile_many(dialect: sa.Dialect, statement: sa.Insert | sa.Update, keys: tuple[str, ...]) -> _Plan:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
     if compiled.insert_prefetch or compiled.update_prefetch or compiled.returning:
         raise ValueError(f"execute_many: not for Python-side defaults or RETURNING: {compiled}")
-    by_name = {name: bind for bind, name in compiled.bind_names.items()}
-    names = compiled.positiontup if compiled.positional else list(by_name)
-    binds = []
-    for name in names or ():
-        bind = by_name[name]
-        if bind.expanding:
-            raise ValueError(f"execute_many: no expanding IN lists: {compiled}")
-        from_row = name in keys
-        if not from_row and bind.required:
-            raise ValueError(f"execute_many: the rows lack {name!r}: {compiled}")
-        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        value = None if from_row else bind.effective_value
-        binds.append((name, from_row, proc(value) if proc and not from_row else value, proc))
-    return _Many(sql=compiled.string, positional=compiled.positional, binds=tuple(binds))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Fetch:
-    """A query compiled for one dialect and one length of each IN list: its SQL, and for
-    each bound value, in the driver's order, where it comes from (a parameter, an item of
-    an IN list, or a value compiled into the query) and its type's bind processor."""
-
-    sql: str
-    positional: bool
-    binds: tuple[tuple[str, str, Any, Callable[[Any], Any] | None], ...]  # out name, source, ref, proc
+    if any(bind.expanding for bind in compiled.bind_names):
+        raise ValueError(f"execute_many: no expanding IN lists: {compiled}")
+    names = compiled.positiontup if compiled.positional else list(compiled.bind_names.values())
+    return _plan(dialect, compiled, compiled.string, names, keys, {})
 
 
 @dataclasses.dataclass
@@ -116,7 +132,7 @@ class _Query:
     literal_lists: dict[str, Any]  # IN lists written into the query: ``x.in_(("a", "b"))``
     row_type: type
     processors: tuple[Callable[[Any], Any] | None, ...] | None = None
-    plans: dict[tuple[int, ...], _Fetch] = dataclasses.field(default_factory=dict)
+    plans: dict[tuple[int, ...], _Plan] = dataclasses.field(default_factory=dict)
 
 
 _queries: dict[tuple[sa.Executable, str], _Query] = {}
@@ -144,18 +160,8 @@ def fetch(
         if len(known.plans) >= _PLANS_PER_QUERY:  # IN lists of many lengths: start again
             known.plans.clear()
         plan = known.plans[lengths] = _plan_fetch(conn.dialect, known, params)
-    values = []
-    for _out, source, ref, proc in plan.binds:
-        if source == "fixed":  # compiled into the query, processed once
-            values.append(ref)
-            continue
-        value = params[ref] if source == "param" else params[ref[0]][ref[1]]
-        values.append(proc(value) if proc is not None else value)
-    bound: Any = (
-        tuple(values) if plan.positional else {b[0]: v for b, v in zip(plan.binds, values, strict=True)}
-    )
-    cursor = conn.connection.cursor()
-    try:
+    bound = plan.bound(params)
+    with _cursor(conn, plan.sql, bound) as cursor:
         cursor.execute(plan.sql, bound)
         raw = cursor.fetchall()
         if known.processors is None:  # as SQLAlchemy does, given the driver's type codes
@@ -163,10 +169,6 @@ def fetch(
                 c.type.dialect_impl(conn.dialect).result_processor(conn.dialect, d[1])
                 for c, d in zip(query.exported_columns, cursor.description, strict=True)
             )
-    except Exception as exc:  # as SQLAlchemy would raise it (a deadlock stays retryable)
-        raise sa.exc.DBAPIError.instance(plan.sql, bound, exc, conn.dialect.loaded_dbapi.Error) from exc
-    finally:
-        cursor.close()
     make, processors = known.row_type, known.processors
     if not any(processors):
         return [make(*r) for r in raw]
@@ -186,25 +188,12 @@ def _compile_query(dialect: sa.Dialect, query: sa.Select[Any] | sa.Update) -> _Q
     return _Query(compiled=compiled, expanding=expanding, literal_lists=literal_lists, row_type=row_type)
 
 
-def _plan_fetch(dialect: sa.Dialect, known: _Query, params: Mapping[str, Any]) -> _Fetch:
-    compiled = known.compiled
-    expanded = compiled.construct_expanded_state(params)
-    by_name = {name: bind for bind, name in compiled.bind_names.items()}
-    item_of = {
+def _plan_fetch(dialect: sa.Dialect, known: _Query, params: Mapping[str, Any]) -> _Plan:
+    expanded = known.compiled.construct_expanded_state(params)
+    items = {
         item: (name, i)
         for name, items in (expanded.parameter_expansion or {}).items()
         for i, item in enumerate(items)
     }
-    binds = []
-    for out in (expanded.positiontup if compiled.positional else list(expanded.parameters)) or ():
-        if out in item_of:
-            name, i = item_of[out]
-            source, ref, bind = "item", (name, i), by_name[name]
-        else:
-            bind = by_name[out]
-            source, ref = ("param", out) if out in params else ("fixed", bind.effective_value)
-            if source == "fixed" and bind.required:
-                raise ValueError(f"fetch: no value for {out!r}: {compiled}")
-        proc = bind.type.dialect_impl(dialect).bind_processor(dialect)
-        binds.append((out, source, proc(ref) if proc is not None and source == "fixed" else ref, proc))
-    return _Fetch(sql=expanded.statement, positional=compiled.positional, binds=tuple(binds))
+    names = expanded.positiontup if known.compiled.positional else list(expanded.parameters)
+    return _plan(dialect, known.compiled, expanded.statement, names, params, items)
