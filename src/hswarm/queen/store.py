@@ -150,12 +150,14 @@ results = sa.Table(
     sa.Column("task_id", sa.String(48), nullable=True),  # None: a program input
 )
 
+LIED = sa.text("verdict = 'lied'")  # the rows of the partial index of liars; queries must say it as it is
+
 replicas = sa.Table(
     "replicas",
     metadata,
     sa.Column("task_id", sa.String(48), primary_key=True),
     sa.Column("attempt", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), nullable=False, index=True),
+    sa.Column("job_id", sa.String(32), sa.ForeignKey("jobs.id"), nullable=False),
     sa.Column("worker_id", sa.String(32), nullable=False),
     sa.Column("owner", sa.String(140), nullable=False),  # owner label, or the worker id without one
     sa.Column("dclass", sa.String(200), nullable=False),
@@ -170,6 +172,10 @@ replicas = sa.Table(
     sa.Column("error", sa.Text, nullable=True),
     sa.Column("verdict", sa.String(16), nullable=True),  # agreed | lied, once the task is judged
     sa.Index("ix_replicas_state_deadline", "state", "deadline"),
+    # A job's status counts its voted replicas, its audits and its disagreements (tasks
+    # whose voted replicas differ) from this index alone, and its liars from the next.
+    sa.Index("ix_replicas_job_id_state", "job_id", "state", "task_id", "digest", "audit"),
+    sa.Index("ix_replicas_lied", "job_id", "worker_id", sqlite_where=LIED, postgresql_where=LIED),
     sa.Index("ix_replicas_worker_id_state", "worker_id", "state"),
 )
 

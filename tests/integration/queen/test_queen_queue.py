@@ -63,7 +63,7 @@ def test_migrations_create_exactly_the_store_tables(db: store.Store) -> None:
     db.migrate()  # a second run changes nothing
     with db.engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), store.metadata) == []
-        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0005"
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == "0006"
 
 
 def _alembic(db: store.Store, step: Callable[..., None], revision: str) -> None:

@@ -301,3 +301,51 @@ def test_a_dependent_that_becomes_ready_wants_its_full_quorum_at_once(
         _answer(db, cfg, b, y)
     status = _status(db, cfg, job_id)
     assert status.state == "done" and status.assurance.disagreements == 0
+
+
+def test_a_running_jobs_counts_are_kept_a_while_and_an_ended_jobs_are_fresh(
+    db: store.Store, make_settings: Settings, fhe: Material, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = make_settings()
+    a, b = enroll(db, cfg, "a", "a"), enroll(db, cfg, "b", "b")
+    job_id = _one_task_job(db, cfg, fhe, copies=2)
+    monkeypatch.setattr(jobs, "_COUNTS_REUSE", 1e9)  # kept until the job ends
+    for spec in _lease(db, cfg, a, n=2):
+        _answer(db, cfg, a, spec)
+    assert _status(db, cfg, job_id).assurance.replicas == 2
+    (y,) = _lease(db, cfg, b)
+    _answer(db, cfg, b, y)
+    status = _status(db, cfg, job_id)
+    assert (status.tasks_done, status.assurance.replicas) == (1, 2)  # the kept counts
+    monkeypatch.setattr(jobs, "_COUNTS_REUSE", 0.0)
+    jobs._kept.clear()
+    assert _status(db, cfg, job_id).assurance.replicas == 3  # counted again
+    monkeypatch.setattr(jobs, "_COUNTS_REUSE", 1e9)
+    (z,) = _lease(db, cfg, b)
+    _answer(db, cfg, b, z)
+    status = _status(db, cfg, job_id)
+    assert (status.state, status.assurance.replicas) == ("done", 4)  # an ended job: fresh
+    assert job_id not in jobs._kept
+
+
+def test_a_jobs_counts_read_its_own_replicas_through_their_indexes(db: store.Store) -> None:
+    """Not every voted replica in the store: SQLite's planner, without statistics, read
+    them all through ``(state, deadline)`` before ``ix_replicas_job_id_state``."""
+    if db.dialect != "sqlite":
+        pytest.skip("PostgreSQL plans from statistics; a small table is read whole")
+    plans: list[str] = []
+    with db.read() as conn:
+        raw = conn.connection.driver_connection
+        original = conn.execute
+
+        def explain(statement: Any, *args: Any, **kw: Any) -> Any:
+            compiled = statement.compile(conn, compile_kwargs={"literal_binds": True})
+            plans.append(" ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {compiled}")))
+            return original(statement, *args, **kw)
+
+        conn.execute = explain  # type: ignore[method-assign]
+        jobs._count(conn, "j")
+    replica_plans = [p for p in plans if "replicas" in p]
+    assert len(replica_plans) == 3, plans
+    assert all("ix_replicas_job_id_state" in p or "ix_replicas_lied" in p for p in replica_plans), plans
+    assert "ix_replicas_lied" in replica_plans[2] and "COVERING INDEX" in replica_plans[0], plans
