@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from hswarm import errors, wire
 from hswarm.program.circuit import Circuit
-from hswarm.queen import blobs, contexts, events, membership, refusals, settings, store
+from hswarm.queen import blobs, contexts, events, membership, refusals, settings, statements, store
 from hswarm.swarm import assurance
 
 
@@ -48,6 +48,49 @@ def submit(
     now = time.time() if now is None else now
     job_id = uuid.uuid4().hex
     outputs = sorted({c for term in circuit.outputs.values() for c in term.chunks})
+    done = not plan
+    # Every row is built before the write lock is taken: while a big job is written, no
+    # other writer (a lease, a batch of results) can run on SQLite.
+    rows = [
+        {
+            "id": task_id(job_id, index),
+            "job_id": job_id,
+            "index": index,
+            "kind": entry["kind"],
+            "context": submission.context,
+            "state": "waiting" if entry["pending"] else "ready",
+            "attempt": 0,
+            "queued_at": None if entry["pending"] else now,
+            "pending": entry["pending"],
+            "dependents": entry["dependents"],
+            "spec": entry["spec"],
+            "error": None,
+            "wanted": need,  # leased only once ready: a waiting task wants them later
+            "in_flight": 0,
+            "failures": 0,
+            "single": False,
+            "audit": False,
+            "dclass": None,
+            "digest": None,
+        }
+        for index, entry in plan.items()
+    ]
+    given = [
+        {"job_id": job_id, "step_id": sid, "digest": digest, "task_id": None}
+        for sid, digest in sorted(submission.inputs.items())
+    ]
+    tasks = statements.bind_many(db.engine.dialect, _INSERT_TASKS, rows)
+    given = statements.bind_many(db.engine.dialect, _INSERT_RESULTS, given)
+    log = [
+        {"kind": "submitted", "at": now, "job_id": job_id, "data": {"tasks": len(plan)}},
+        *(
+            {"kind": "task_ready", "at": now, "job_id": job_id, "task_id": row["id"]}
+            for row in rows
+            if row["state"] == "ready"
+        ),
+    ]
+    if done:
+        log.append({"kind": "done", "at": now, "job_id": job_id})
     with db.write() as conn:
         params, rotations = contexts.params_of(conn, submission.context)
         if dict(circuit.params) != params:
@@ -66,7 +109,6 @@ def submit(
             raise refusals.NotFoundError(
                 f"cannot submit the job: input blobs {sorted(absent)} are not uploaded; PUT them first"
             )
-        done = not plan
         conn.execute(
             sa.insert(store.jobs).values(
                 id=job_id,
@@ -87,51 +129,10 @@ def submit(
         conn.execute(
             sa.insert(store.circuits).values(job_id=job_id, circuit=submission.circuit, outputs=outputs)
         )
-        rows = [
-            {
-                "id": task_id(job_id, index),
-                "job_id": job_id,
-                "index": index,
-                "kind": entry["kind"],
-                "context": submission.context,
-                "state": "waiting" if entry["pending"] else "ready",
-                "attempt": 0,
-                "queued_at": None if entry["pending"] else now,
-                "pending": entry["pending"],
-                "dependents": entry["dependents"],
-                "spec": entry["spec"],
-                "error": None,
-                "wanted": need,  # leased only once ready: a waiting task wants them later
-                "in_flight": 0,
-                "failures": 0,
-                "single": False,
-                "audit": False,
-                "dclass": None,
-                "digest": None,
-            }
-            for index, entry in plan.items()
-        ]
+        statements.execute_bound(conn, tasks)
         if rows:
-            conn.execute(sa.insert(store.tasks), rows)
             store.refresh_statistics(conn, store.tasks, len(rows))
-        if submission.inputs:
-            conn.execute(
-                sa.insert(store.results),
-                [
-                    {"job_id": job_id, "step_id": sid, "digest": digest, "task_id": None}
-                    for sid, digest in sorted(submission.inputs.items())
-                ],
-            )
-        log = [
-            {"kind": "submitted", "at": now, "job_id": job_id, "data": {"tasks": len(plan)}},
-            *(
-                {"kind": "task_ready", "at": now, "job_id": job_id, "task_id": row["id"]}
-                for row in rows
-                if row["state"] == "ready"
-            ),
-        ]
-        if done:
-            log.append({"kind": "done", "at": now, "job_id": job_id})
+        statements.execute_bound(conn, given)
         events.append_many(conn, log)
     return wire.JobAccepted(job_id=job_id, tasks=len(plan))
 
@@ -152,6 +153,8 @@ def task_id(job_id: str, index: int) -> str:
     return f"{job_id}.{index}"
 
 
+_INSERT_TASKS = sa.insert(store.tasks)
+_INSERT_RESULTS = sa.insert(store.results)
 _STATUS_COLUMNS = sa.select(store.jobs)
 _OUTPUTS = sa.select(store.circuits.c.outputs).where(store.circuits.c.job_id == sa.bindparam("b_job"))
 

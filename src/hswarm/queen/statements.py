@@ -1,5 +1,6 @@
 """Hot statements compiled once and run on the DBAPI cursor: :func:`execute_many` for an
-INSERT or UPDATE of many rows, :func:`fetch` for a query's rows.
+INSERT or UPDATE of many rows (or :func:`bind_many` then :func:`execute_bound`, where a big
+write should hold its transaction briefly), :func:`fetch` for a query's rows.
 
 Both take a SQLAlchemy Core statement built once (a module constant) and run exactly its
 SQL, with its bind and result processors, inside the caller's transaction; what they
@@ -92,24 +93,47 @@ def _cursor(conn: sa.Connection, sql: str, params: Any) -> Iterator[Any]:
 _compiled_many: dict[tuple[sa.Insert | sa.Update, str, tuple[str, ...]], _Plan] = {}
 
 
+@dataclasses.dataclass(frozen=True)
+class Bound:
+    """Rows bound for one statement on one dialect (:func:`bind_many`): the SQL and the
+    driver's parameters, ready for :func:`execute_bound`."""
+
+    dialect: str
+    sql: str
+    params: list[Any]
+
+
+def bind_many(dialect: sa.Dialect, statement: sa.Insert | sa.Update, rows: list[dict[str, Any]]) -> Bound:
+    """The driver's parameters for ``rows`` of ``statement``, processed by the bind
+    processors (JSON encoded, ...), outside any transaction: a big write binds its rows
+    before it takes the write lock, and runs them with :func:`execute_bound`. Every row
+    has the keys of the first. Plans are kept per statement object: pass one built once
+    (a module constant), not one built per call."""
+    if not rows:
+        return Bound(dialect=dialect.name, sql="", params=[])
+    keys = tuple(rows[0])
+    plan = _compiled_many.get((statement, dialect.name, keys))
+    if plan is None:  # a few statements, each with one or two key sets
+        plan = _compiled_many[(statement, dialect.name, keys)] = _compile_many(dialect, statement, keys)
+    return Bound(dialect=dialect.name, sql=plan.sql, params=[plan.bound(row) for row in rows])
+
+
+def execute_bound(conn: sa.Connection, bound: Bound) -> None:
+    """Run rows bound by :func:`bind_many` in the connection's transaction."""
+    if bound.dialect != conn.dialect.name:
+        raise ValueError(f"execute_bound: rows bound for {bound.dialect}, not {conn.dialect.name}")
+    if bound.params:
+        with _cursor(conn, bound.sql, bound.params[:1]) as cursor:
+            cursor.executemany(bound.sql, bound.params)
+
+
 def execute_many(conn: sa.Connection, statement: sa.Insert | sa.Update, rows: list[dict[str, Any]]) -> None:
     """``conn.execute(statement, rows)`` for an INSERT or UPDATE without RETURNING, on the
     DBAPI cursor: the same SQL, the same bind processors and the same transaction, but
     compiled once per dialect and key set. SQLAlchemy builds and processes each row's
     parameters for about 10 us of CPU, a fifth of what a batch of results cost the
-    queen on SQLite. Every row has the keys of the first. Plans are kept per statement
-    object: pass one built once (a module constant), not one built per call."""
-    if not rows:
-        return
-    keys = tuple(rows[0])
-    plan = _compiled_many.get((statement, conn.dialect.name, keys))
-    if plan is None:  # a few statements, each with one or two key sets
-        plan = _compiled_many[(statement, conn.dialect.name, keys)] = _compile_many(
-            conn.dialect, statement, keys
-        )
-    params = [plan.bound(row) for row in rows]
-    with _cursor(conn, plan.sql, params[:1]) as cursor:
-        cursor.executemany(plan.sql, params)
+    queen on SQLite. Pass a statement built once (see :func:`bind_many`)."""
+    execute_bound(conn, bind_many(conn.dialect, statement, rows))
 
 
 def _compile_many(dialect: sa.Dialect, statement: sa.Insert | sa.Update, keys: tuple[str, ...]) -> _Plan:

@@ -76,6 +76,21 @@ def test_inserts_and_updates_read_back_as_sqlalchemys_do(db: store.Store) -> Non
     ]
 
 
+def test_rows_bound_before_the_transaction_write_what_execute_many_writes(db: store.Store) -> None:
+    insert = sa.insert(W)
+    bound = statements.bind_many(db.engine.dialect, insert, [_worker("b1"), _worker("b2", contexts={})])
+    with db.write() as conn:
+        statements.execute_bound(conn, bound)
+        statements.execute_many(conn, insert, [_worker("m1"), _worker("m2", contexts={})])
+        statements.execute_bound(conn, statements.bind_many(conn.dialect, insert, []))  # nothing
+    assert _rows(db, ["b1", "b2"]) == _rows(db, ["m1", "m2"])
+    other = sa.dialects.postgresql.dialect() if db.dialect == "sqlite" else sa.dialects.sqlite.dialect()
+    elsewhere = statements.bind_many(other, insert, [_worker("x1")])
+    with pytest.raises(ValueError, match="rows bound for"), db.write() as conn:
+        statements.execute_bound(conn, elsewhere)
+    assert _rows(db, ["x1"]) == []
+
+
 def test_a_failing_row_raises_sqlalchemys_error_and_writes_nothing(db: store.Store) -> None:
     with db.write() as conn:
         statements.execute_many(conn, sa.insert(W), [_worker("a")])
