@@ -117,6 +117,14 @@ def seed_job(
 ) -> str:
     """Record the context and input blobs directly, then submit a job through the service
     (unverified unless told: one replica per task keeps queue tests about the queue)."""
+    submission = job_submission(db, fhe, circuit_doc, assurance)
+    return jobs.submit(db, cfg or settings.QueenSettings(), submission).job_id
+
+
+def job_submission(
+    db: store.Store, fhe: Material, circuit_doc: dict[str, Any], assurance: wire.Assurance = UNVERIFIED
+) -> wire.JobSubmission:
+    """Record the context and input blobs directly; the submission of a job of them."""
     ctx = digest(fhe.context)
     with db.write() as conn:
         store.insert_absent(
@@ -135,13 +143,12 @@ def seed_job(
             store.insert_absent(
                 conn, store.blobs, {"digest": digest(data), "size": len(data), "created_at": 0.0}
             )
-    submission = wire.JobSubmission(
+    return wire.JobSubmission(
         circuit=circuit_doc,
         context=ctx,
         inputs={sid: digest(data) for sid, data in fhe.inputs.items()},
         assurance=assurance,
     )
-    return jobs.submit(db, cfg or settings.QueenSettings(), submission).job_id
 
 
 def fake_outputs(db: store.Store, spec: wire.TaskSpec, tag: str = "") -> dict[int, str]:
