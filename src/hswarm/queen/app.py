@@ -152,6 +152,7 @@ async def _sweep_forever(queen: Queen) -> None:
             if report["expired"] or report["requeued"]:
                 queen.bell.ring()
                 queen.progress.ring()  # a task out of attempts fails its job
+            await run_in_threadpool(queen.store.checkpoint)  # SQLite's log, off the event loop
         except Exception:  # the sweeper must outlive a database hiccup
             log.exception("sweep failed; retrying")
 

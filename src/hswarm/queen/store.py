@@ -265,6 +265,22 @@ class Store:
         except sa.exc.SQLAlchemyError as exc:
             raise refusals.StoreUnavailableError(f"cannot reach the store: {type(exc).__name__}") from exc
 
+    def checkpoint(self) -> None:
+        """On SQLite, copy the write-ahead log's committed pages into the database file
+        (a passive checkpoint: it waits for no reader or writer). The sweeper calls it
+        every second, so that no commit has to: a commit that crossed SQLite's automatic
+        threshold ran the checkpoint itself, with its two fsyncs, for up to 28 ms of the
+        event loop's time (the queen's hot calls run on it). A no-op on PostgreSQL."""
+        if self.dialect != "sqlite":
+            return
+        raw = self.engine.raw_connection()  # outside any transaction: a checkpoint cannot run in one
+        try:
+            cursor = raw.cursor()
+            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            cursor.close()
+        finally:
+            raw.close()
+
     def dispose(self) -> None:
         self.engine.dispose()
 
@@ -292,6 +308,9 @@ def create_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=32, connect_args=options)
 
 
+WAL_BACKSTOP_PAGES = 16384  # 64 MiB of 4 KiB pages: 10 s of the write-ahead log at 1000 tasks/s
+
+
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" event issue BEGIN itself (pysqlite's own would defer it).
     dbapi_connection.isolation_level = None
@@ -301,6 +320,8 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         "PRAGMA busy_timeout=30000",
         "PRAGMA synchronous=NORMAL",
         "PRAGMA foreign_keys=ON",
+        # The sweeper checkpoints (Store.checkpoint); a commit does only past this backstop.
+        f"PRAGMA wal_autocheckpoint={WAL_BACKSTOP_PAGES}",
     ):
         cursor.execute(pragma)
     cursor.close()

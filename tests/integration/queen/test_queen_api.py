@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import stat
 import threading
 import time
@@ -12,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from queenkit import Driver, Material, chain, digest, snapshot
 
-from hswarm.queen import queue
+from hswarm.queen import queue, store
 
 
 def test_health_readiness_and_openapi(queen: Driver) -> None:
@@ -223,6 +225,44 @@ def test_background_sweeper_hands_a_dead_workers_lease_to_a_live_one(
     states = {w["name"]: w["state"] for w in queen.client.get("/v1/workers").json()["workers"]}
     assert states["silent"] == "dead"
     assert queen.post_result(silent, task, outputs=queen.outputs(task)).json()["code"] == "conflict"
+
+
+def _checkpointed(db: store.Store, table: sa.Table) -> int:
+    """Rows of ``table`` in SQLite's database file, not counting its write-ahead log."""
+    path = db.engine.url.database
+    with contextlib.closing(sqlite3.connect(f"file:{path}?immutable=1", uri=True)) as file:
+        if not file.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (table.name,)).fetchone():
+            return 0  # the migrations are still in the log
+        return file.execute(f"SELECT count(*) FROM {table.name}").fetchone()[0]
+
+
+def test_the_sweeper_checkpoints_sqlites_log_so_that_no_commit_has_to(
+    make_queen: Callable[..., Driver], fhe: Material
+) -> None:
+    queen = make_queen(sweep_interval_s=0.05)
+    db = queen.client.app.state.queen.store
+    if db.dialect != "sqlite":
+        pytest.skip("PostgreSQL has no write-ahead log of SQLite's")
+    with db.read() as conn:
+        backstop = conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar_one()
+    assert backstop == store.WAL_BACKSTOP_PAGES  # commits leave the log to the sweeper
+    queen.submit(fhe)
+    deadline = time.monotonic() + 10.0
+    while _checkpointed(db, store.jobs) == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _checkpointed(db, store.jobs) == 1
+
+
+def test_a_checkpoint_copies_committed_pages_into_the_database_file(db: store.Store) -> None:
+    if db.dialect != "sqlite":
+        db.checkpoint()  # a no-op
+        return
+    db.checkpoint()  # the migrations
+    with db.write() as conn:
+        store.insert_absent(conn, store.blobs, {"digest": digest(b"x"), "size": 1, "created_at": 0.0})
+    assert _checkpointed(db, store.blobs) == 0  # committed, in the log only
+    db.checkpoint()
+    assert _checkpointed(db, store.blobs) == 1
 
 
 def test_a_lease_waiting_for_the_write_lock_holds_up_no_other_request(queen: Driver, fhe: Material) -> None:
