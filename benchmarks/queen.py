@@ -13,10 +13,12 @@ Each row runs either flat out (the workers call again as soon as they have an an
 the queen's capacity) or, with ``--paced R`` and B > 1, paced at R tasks/s in all, each
 worker's leases at random (exponential) gaps, as independent workers arrive: the latency
 a worker sees while the queen carries that load. Workers paced in step would all call at
-once and measure their own queue. It prints accepted tasks/s
-from submission to completion, the queen's CPU time per task (from /proc: steadier than
-wall time on a shared machine), and the p50/p99 latency of lease calls that granted
-tasks and of result calls: the queen's scheduling overhead per call. Empty polls
+once and measure their own queue. The workers start once the job is accepted (a lease
+that arrives during a big submission waits for its write on SQLite: the submission's
+time is its own column). It prints accepted tasks/s from then to completion, the
+queen's CPU time per task over the same span (from /proc: steadier than wall time on a
+shared machine), and the p50/p99 latency of lease calls that granted tasks and of
+result calls: the queen's scheduling overhead per call. Empty polls
 are counted, not timed: the workers poll without waiting (``wait_s`` 0), so that a
 lease's latency is the queen's work and never a wait for tasks.
 With ``--idle K``, K more workers long-poll meanwhile for work they can never get (their
@@ -87,6 +89,7 @@ def _worker(
     token: str,
     batch: int,
     rate: float,
+    go: Any,
     stop: Any,
     out: Any,
     blob_digest: str,
@@ -100,7 +103,11 @@ def _worker(
     with httpx.Client(base_url=url, timeout=30) as http:
         _enroll(http, token, f"bench-{index}", f"o{index}")
         pace = random.Random(index)
+        go.wait()  # the job is in: a lease never waits for its submission's write
         due = time.perf_counter()
+        if rate > 0:  # the first arrival too: paced workers never start in step
+            due += pace.expovariate(rate / batch)
+            time.sleep(max(0.0, due - time.perf_counter()))
         while not stop.is_set():
             t = time.perf_counter()
             # No long poll: every lease answers at once, so its latency is the queen's work.
@@ -177,11 +184,11 @@ def _throughput(
         http.put(f"/v1/contexts/{digest(context)}", content=context).raise_for_status()
         http.put(f"/v1/blobs/{digest(blob)}", content=blob).raise_for_status()
         fork = multiprocessing.get_context("fork")
-        stop, out = fork.Event(), fork.Queue()
+        go, stop, out = fork.Event(), fork.Event(), fork.Queue()
         busy = [
             fork.Process(
                 target=_worker,
-                args=(swarm.url, swarm.token, batch, rate / workers, stop, out, digest(blob), i),
+                args=(swarm.url, swarm.token, batch, rate / workers, go, stop, out, digest(blob), i),
                 daemon=True,
             )
             for i in range(workers)
@@ -202,12 +209,15 @@ def _throughput(
             inputs=inputs,
             assurance=wire.Assurance(quorum=2, verify=verify),
         )
-        queen_cpu = _cpu_seconds(swarm.queen.pid)
-        idle_polls = len(polls)
         started = time.perf_counter()
         job = wire.JobAccepted.model_validate(
             http.post("/v1/jobs", json=submission.model_dump(mode="json")).json()
         )
+        submit_s = time.perf_counter() - started
+        queen_cpu = _cpu_seconds(swarm.queen.pid)
+        idle_polls = len(polls)
+        started = time.perf_counter()
+        go.set()
         done = -1
         while True:  # followed as the SDK follows it: a long poll per hundredth of the job
             status = wire.JobStatus.model_validate(
@@ -238,6 +248,7 @@ def _throughput(
         "idle_polls": idle_polls,
         "tasks": tasks,
         "state": status.state,
+        "submit_s": submit_s,
         "seconds": seconds,
         "tasks_per_s": tasks / seconds,
         "queen_cpu_ms_per_task": 1e3 * queen_cpu / tasks,
@@ -383,8 +394,9 @@ def main() -> int:
             f"# queen benchmark\n\n{machine}\n- queen and {args.workers} protocol workers share "
             f"this machine's cores; trivial tasks; batch 1 posts one result per request, larger "
             f"batches post one results batch per lease; verified = quorum of 2 distinct owners; "
-            f"paced = the workers offer that many tasks/s in all, else flat out; latency of lease "
-            f"calls that granted tasks\n"
+            f"paced = the workers offer that many tasks/s in all, else flat out; submit s = the "
+            f"job's submission, before the workers start; seconds, tasks/s and queen CPU from "
+            f"then to the job's end; latency of lease calls that granted tasks\n"
         )
     wanted = args.db.split(",")
     pg_url, pg = _postgres() if "postgresql" in wanted else (None, None)
@@ -402,10 +414,10 @@ def main() -> int:
         print("|---|---:|---:|---:|---:|---:|")
     else:
         print(
-            "| db | batch | verified | paced | tasks | state | seconds | tasks/s | queen CPU ms/task | "
-            "lease p50/p99 ms | result p50/p99 ms | idle workers' polls |"
+            "| db | batch | verified | paced | tasks | state | submit s | seconds | tasks/s | "
+            "queen CPU ms/task | lease p50/p99 ms | result p50/p99 ms | idle workers' polls |"
         )
-        print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|")
+        print("|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     try:
         for url, label in dbs if args.in_process else ():
             for r in _in_process(url, label, args.tasks, [int(b) for b in args.batch.split(",")]):
@@ -422,7 +434,8 @@ def main() -> int:
                 print(
                     f"| {r['db']} | {r['batch']} | {'yes' if verify else 'no'} | "
                     f"{f'{rate:.0f}/s' if rate else 'flat out'} | {r['tasks']} | {r['state']} | "
-                    f"{r['seconds']:.2f} | {r['tasks_per_s']:.0f} | {r['queen_cpu_ms_per_task']:.2f} | "
+                    f"{r['submit_s']:.2f} | {r['seconds']:.2f} | {r['tasks_per_s']:.0f} | "
+                    f"{r['queen_cpu_ms_per_task']:.2f} | "
                     f"{r['lease_p50_ms']:.1f} / {r['lease_p99_ms']:.1f} | "
                     f"{r['result_p50_ms']:.1f} / {r['result_p99_ms']:.1f} | {r['idle_polls']} |",
                     flush=True,
