@@ -103,7 +103,13 @@ def _queen(args: argparse.Namespace) -> int:
     from hswarm.queen.app import serve
     from hswarm.queen.settings import QueenSettings
 
-    given = {"host": args.host, "port": args.port, "db_url": args.db, "data_dir": args.data}
+    given = {
+        "host": args.host,
+        "port": args.port,
+        "db_url": args.db,
+        "data_dir": args.data,
+        "access_log": args.access_log,
+    }
     serve(QueenSettings(**{k: v for k, v in given.items() if v is not None}))
     return 0
 
@@ -331,6 +337,12 @@ def build_parser() -> argparse.ArgumentParser:
     queen.add_argument("--port", type=int, default=None, help="port (default 8470)")
     queen.add_argument("--db", default=None, help="database URL (default SQLite in the data dir)")
     queen.add_argument("--data", default=None, help="data directory (blobs, token, SQLite)")
+    queen.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="log a line per HTTP request (off by default: workers make many; HSWARM_ACCESS_LOG=1)",
+    )
     queen.set_defaults(run=_queen)
 
     worker = commands.add_parser("worker", help="run a worker that pulls tasks from a queen")

@@ -137,6 +137,7 @@ def serve(cfg: settings.QueenSettings) -> None:
         host=cfg.host,
         port=cfg.port,
         log_level="info",
+        access_log=cfg.access_log,
         lifespan="on",
         timeout_graceful_shutdown=5,  # long polls and event streams would hold a stop up to 30 s
     )

@@ -25,11 +25,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_serve_answers_http_and_websocket_until_interrupted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("access_log", [False, True])
+def test_serve_answers_http_and_websocket_until_interrupted(tmp_path: Path, access_log: bool) -> None:
     port = _free_port()
     env = {**os.environ, "HSWARM_PORT": str(port), "HSWARM_DATA_DIR": str(tmp_path / "queen")}
+    env["HSWARM_ACCESS_LOG"] = "1" if access_log else "0"
     code = "from hswarm.queen import QueenSettings, serve; serve(QueenSettings())"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         for _ in range(200):
@@ -54,9 +58,10 @@ def test_serve_answers_http_and_websocket_until_interrupted(tmp_path: Path) -> N
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
     finally:
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=20)
+        out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err
     assert "queen ready" in err or "Application startup complete" in err
+    assert ('"POST /v1/workers/lease HTTP/1.1" 200' in out) == access_log  # a line per request, if asked
 
 
 def test_settings_come_from_hswarm_variables_and_derive_the_database(
