@@ -39,6 +39,7 @@ def submit(
 
 _pauses = 0  # submissions in flight, with the cyclic garbage collector paused
 _pauses_lock = threading.Lock()
+_collecting = True  # whether the collector ran before the first of them
 
 
 @contextlib.contextmanager
@@ -48,17 +49,18 @@ def _collector_paused() -> Iterator[None]:
     holds about 100k), so the collector ran full collections over them again and again
     (150 ms of an 8000-task submission, measured in the queen; it holds the GIL, and the
     event loop waits). Reference counting still frees what a submission drops."""
-    global _pauses
+    global _pauses, _collecting
     with _pauses_lock:
         _pauses += 1
         if _pauses == 1:
+            _collecting = gc.isenabled()
             gc.disable()
     try:
         yield
     finally:
         with _pauses_lock:
             _pauses -= 1
-            if _pauses == 0:
+            if _pauses == 0 and _collecting:
                 gc.enable()
 
 
@@ -110,12 +112,15 @@ def _submit(
         }
         for index, entry in plan.items()
     ]
-    given = [
-        {"job_id": job_id, "step_id": sid, "digest": digest, "task_id": None}
-        for sid, digest in sorted(submission.inputs.items())
-    ]
     tasks = statements.bind_many(db.engine.dialect, _INSERT_TASKS, rows)
-    given = statements.bind_many(db.engine.dialect, _INSERT_RESULTS, given)
+    given = statements.bind_many(
+        db.engine.dialect,
+        _INSERT_RESULTS,
+        [
+            {"job_id": job_id, "step_id": sid, "digest": digest, "task_id": None}
+            for sid, digest in sorted(submission.inputs.items())
+        ],
+    )
     log = [
         {"kind": "submitted", "at": now, "job_id": job_id, "data": {"tasks": len(plan)}},
         *(
