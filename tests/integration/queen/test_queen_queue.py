@@ -112,6 +112,22 @@ def test_migration_0005_moves_circuits_out_of_jobs_and_back(db: store.Store) -> 
                 conn.execute(sa.text(f"DELETE FROM {table}"))
 
 
+def test_migration_0006_indexes_a_jobs_replicas_and_back(db: store.Store) -> None:
+    def indexes() -> set[str]:
+        with db.engine.connect() as conn:
+            return {ix["name"] for ix in sa.inspect(conn).get_indexes("replicas")}
+
+    assert {"ix_replicas_job_id_state", "ix_replicas_lied"} <= indexes()
+    assert "ix_replicas_job_id" not in indexes()
+    try:
+        _alembic(db, command.downgrade, "0005")
+        assert "ix_replicas_job_id" in indexes()
+        assert not {"ix_replicas_job_id_state", "ix_replicas_lied"} & indexes()
+    finally:
+        _alembic(db, command.upgrade, "head")
+    assert {"ix_replicas_job_id_state", "ix_replicas_lied"} <= indexes()
+
+
 def test_concurrent_lessees_never_get_the_same_task(
     db: store.Store, make_settings: Settings, fhe: Material
 ) -> None:
