@@ -7,6 +7,10 @@ has the circuit's parameters and rotation keys, and every program input has an u
 blob. It then writes one row per task — ``ready`` when it reads program inputs only,
 ``waiting`` otherwise — the input digests as the job's first results, and the events.
 Dependencies are derived from the data flow, not taken on trust from ``Task.deps``.
+The rows are built before the write lock is taken, with the cyclic collector paused.
+
+:func:`status` reports a job and its assurance, counted by the database over the job's
+replicas; a running job's counts are kept for a while (see ``_COUNTS_REUSE``).
 
 It does not schedule (``queue`` leases tasks and accepts results) and never reads the
 ciphertexts behind the digests.
