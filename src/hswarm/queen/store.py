@@ -268,9 +268,10 @@ class Store:
     def checkpoint(self) -> None:
         """On SQLite, copy the write-ahead log's committed pages into the database file
         (a passive checkpoint: it waits for no reader or writer). The sweeper calls it
-        every second, so that no commit has to: a commit that crossed SQLite's automatic
-        threshold ran the checkpoint itself, with its two fsyncs, for up to 28 ms of the
-        event loop's time (the queen's hot calls run on it). A no-op on PostgreSQL."""
+        after each sweep (every second by default), so that no commit has to: a commit
+        that crossed SQLite's automatic threshold ran the checkpoint itself, with its two
+        fsyncs, for up to 28 ms of the event loop's time (the queen's hot calls run on
+        it). A no-op on PostgreSQL."""
         if self.dialect != "sqlite":
             return
         raw = self.engine.raw_connection()  # outside any transaction: a checkpoint cannot run in one
